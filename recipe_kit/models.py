@@ -1,0 +1,71 @@
+"""The few models the course trains: small on purpose, so a CPU trains them in minutes.
+
+    model = course_cnn(in_channels=1, num_classes=10)          # Fashion-MNIST (28x28)
+    model = course_cnn(in_channels=3, num_classes=10, image_size=32)   # CIFAR-10
+    init_final_bias_to_log_prior(model, train.labels, 10)     # loss at init = label entropy
+"""
+import torch
+import torch.nn as nn
+
+
+def course_cnn(in_channels=1, num_classes=10, width=32, image_size=28):
+    """Two conv blocks and a two-layer head: the course's default network (~0.2M parameters at width 32)."""
+    if image_size % 4:
+        raise ValueError(f"image_size={image_size}: must be divisible by 4 (two 2x2 max-pools), e.g. 28 or 32.")
+    s = image_size // 4  # spatial size after the two pools: 28 -> 7, 32 -> 8
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.MaxPool2d(2),                                                   # (B, w, s*2, s*2)
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.MaxPool2d(2),                                                   # (B, 2w, s, s)
+        nn.Flatten(),                                                      # (B, 2w*s*s)
+        nn.Linear(2 * width * s * s, 128), nn.ReLU(),
+        nn.Linear(128, num_classes),                                       # (B, num_classes) logits
+    )
+
+
+def mlp(in_features, num_classes, hidden=(256,), dropout=0.0):
+    """Flatten, then Linear-ReLU(-Dropout) per hidden size, then a Linear to logits."""
+    layers, width = [nn.Flatten()], in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def logistic_regression(in_features, num_classes):
+    """The simplest baseline that can learn: one Linear layer on the flattened pixels."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+
+
+def final_linear(model):
+    """The last nn.Linear in the model: the layer that produces the logits."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear layer whose bias could hold the class priors.")
+    return linears[-1]
+
+
+@torch.no_grad()
+def init_final_bias_to_log_prior(model, labels, num_classes):
+    """Set the logits' bias to log(class frequency), so the untrained model predicts the label prior.
+
+    Why: with a zero bias the initial loss is log(num_classes) and the first steps are spent just
+    learning the class imbalance ("hockey stick" loss curve). With the prior in the bias, loss at
+    init is the entropy of the labels. Returns the priors (num_classes,) as a tensor.
+    """
+    layer = final_linear(model)
+    if layer.bias is None:
+        raise ValueError("the last Linear has bias=False: build it with bias=True to hold the priors.")
+    if layer.out_features != num_classes:
+        raise ValueError(f"the last Linear has {layer.out_features} outputs but num_classes={num_classes}.")
+    labels = torch.as_tensor(labels).long().cpu()
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    if len(counts) > num_classes:
+        raise ValueError(f"labels go up to {len(counts) - 1} but num_classes={num_classes}.")
+    priors = counts.clamp(min=1) / counts.clamp(min=1).sum()  # an absent class gets a tiny, finite prior
+    layer.bias.copy_(priors.log())
+    return priors

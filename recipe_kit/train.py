@@ -1,0 +1,299 @@
+"""A training loop you can read in one screen, which records what you need to debug training.
+
+    history = fit(model, train_loader, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters()),
+                  epochs=3, val_loader=val_loader)
+    history["loss"]       # one float per optimization step
+    history["val_loss"]   # one float per epoch
+    history["stopped"]    # why training ended, in words
+
+Why not Lightning or Keras: the course is about seeing every step. fit is a for-loop over (x, y)
+batches around your own model, loss, optimizer and (optionally) your own train_step. The extras
+(progress bar, history, callbacks, early stopping, TensorBoard, the NaN guard) are a few lines each.
+History is a plain dict of lists, so plots and checks consume it without knowing about fit.
+"""
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+PER_EPOCH = ("train_loss", "train_acc", "val_loss", "val_acc", "throughput", "data_wait_share")
+# throughput: training samples per second. data_wait_share: the fraction of the epoch spent waiting for
+# the next batch; near 1 means the data pipeline, not the model, is what makes training slow.
+
+
+def model_device(model):
+    """The device of the model's first parameter (cpu for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def default_train_step(model, batch, loss_fn, optimizer):
+    """One optimization step on batch = (x, y). Returns (loss as a float, detached logits); a step
+    of your own, with this same signature (preflight takes it too), may return just the loss
+    (then fit records no training accuracy)."""
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)              # (B, num_classes)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), logits.detach()
+
+
+def new_history():
+    return {"step": [], "loss": [],                      # one entry per optimization step
+            "epoch": [], "epoch_step": [],               # per epoch: its number and its last step
+            **{key: [] for key in PER_EPOCH},             # per epoch; nan where not measured
+            "stopped": None}                             # why training ended; None while running
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when history[metric] has not improved for `patience` epochs (and keep the best weights)."""
+    patience: int = 3            # epochs without improvement before stopping
+    min_delta: float = 0.0       # an improvement smaller than this does not count
+    metric: str = "val_loss"     # a per-epoch history key; names containing 'acc' are maximized
+    restore_best: bool = True    # when fit ends, load the best epoch's weights back into the model
+    best: float = field(default=math.nan, init=False)
+    best_epoch: int = field(default=0, init=False)
+    bad_epochs: int = field(default=0, init=False)
+    best_state: dict = field(default=None, init=False, repr=False)
+
+    def start(self):
+        self.best, self.best_epoch, self.bad_epochs, self.best_state = math.nan, 0, 0, None
+
+    def update(self, value, epoch, model):
+        """Record this epoch's metric; return True when training should stop."""
+        sign = -1 if "acc" in self.metric else 1  # compare as "lower is better"
+        improved = not math.isnan(value) and (
+            self.best_epoch == 0 or sign * value < sign * self.best - self.min_delta)
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            if self.restore_best:
+                self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def message(self, epoch):
+        return (f"early stopping after epoch {epoch}: {self.metric} did not improve by more than {self.min_delta} "
+                f"for {self.patience} epochs (best {self.best:.4f} at epoch {self.best_epoch}).")
+
+    def restore(self, model, last_epoch):
+        """Load the best weights back unless the last epoch was the best; returns a note for history."""
+        if not self.restore_best or self.best_state is None or self.best_epoch == last_epoch:
+            return ""
+        model.load_state_dict(self.best_state)
+        return f" Restored the weights of epoch {self.best_epoch}."
+
+
+def fit(model, train_loader, loss_fn, optimizer, epochs=1, *, val_loader=None, train_step=None,
+        callbacks=(), every=1, early_stopping=None, tensorboard_dir=None, device=None, progress=True,
+        max_steps=None):
+    """Train for `epochs` passes over train_loader (a BatchLoader, DataLoader or any (x, y) iterable).
+
+    callbacks: functions cb(step, model, history), called at step 0 (the untrained model), every
+    `every` steps, and once after training (history["stopped"] is then set). Returns the history dict.
+    progress=False (or the environment variable TQDM_DISABLE=1) turns off the progress bar.
+    """
+    _check_fit_args(epochs, every, max_steps, val_loader, early_stopping)
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    train_step = train_step or default_train_step
+    history, step = new_history(), 0
+    writer = _tensorboard_writer(tensorboard_dir)
+    if early_stopping is not None:
+        early_stopping.start()
+    bar = tqdm(total=_total_steps(train_loader, epochs, max_steps), unit="step",
+               **({} if progress else {"disable": True}))
+    try:
+        _call(callbacks, step, model, history)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            bar.set_description(f"epoch {epoch}/{epochs}")
+            meter, start = {"n": 0, "loss_sum": 0.0, "correct": 0, "n_acc": 0, "wait": 0.0}, time.perf_counter()
+            # ---- one epoch of optimization steps
+            for x, y, waited in _timed_batches(train_loader, device):
+                out = train_step(model, (x, y), loss_fn, optimizer)
+                loss, logits = out if isinstance(out, tuple) else (out, None)
+                loss, step = float(loss), step + 1
+                history["step"].append(step)
+                history["loss"].append(loss)
+                _accumulate(meter, loss, logits, y, waited)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if writer:
+                    writer.add_scalar("train/loss_per_step", loss, step)
+                if not math.isfinite(loss):  # stop loudly: every later step would be wasted
+                    history["stopped"] = (f"loss became {loss} at step {step}: lower the learning rate (try 10x "
+                                          "smaller), check inputs and labels for nan/inf, or clip gradients.")
+                    warnings.warn(history["stopped"], stacklevel=2)
+                    break
+                if step % every == 0:
+                    _call(callbacks, step, model, history)
+                if max_steps is not None and step >= max_steps:
+                    history["stopped"] = f"reached max_steps={max_steps} (epoch {epoch})."
+                    break
+            # ---- end of the epoch: summary, validation, early stopping
+            seconds = time.perf_counter() - start
+            if meter["n"] == 0:
+                raise ValueError(f"train_loader yielded no batches in epoch {epoch}: is it empty, or a one-shot "
+                                 "iterator (a generator) that epoch 1 used up? Pass a loader or a list of batches.")
+            val = evaluate(model, val_loader, loss_fn, device) if val_loader is not None else (math.nan, math.nan)
+            _end_epoch(history, epoch, step, meter, seconds, val, writer)
+            if early_stopping is not None and history["stopped"] is None:
+                if early_stopping.update(history[early_stopping.metric][-1], epoch, model):
+                    history["stopped"] = early_stopping.message(epoch)
+            if history["stopped"] is not None:
+                break
+        if history["stopped"] is None:
+            history["stopped"] = f"finished {epochs} epochs."
+        if early_stopping is not None:
+            history["stopped"] += early_stopping.restore(model, history["epoch"][-1])
+        _call(callbacks, step, model, history)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    return history
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, device=None):
+    """(mean loss, accuracy) over a loader in eval mode (dropout off, BatchNorm running statistics).
+    loss_fn must average over the batch (PyTorch's default reduction='mean')."""
+    device = model_device(model) if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)  # (B, num_classes)
+        loss_sum += loss_fn(logits, y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate: the loader yielded no batches (empty split?).")
+    return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def predict(model, data, batch_size=512, device=None):
+    """Softmax probabilities (N, num_classes) on the CPU for a float tensor of inputs (N, C, H, W)
+    or a loader of (x, y) batches. The loader must not shuffle, or rows would not match your labels."""
+    device = model_device(model) if device is None else torch.device(device)
+    if torch.is_tensor(data):
+        if not data.is_floating_point():
+            raise ValueError(f"predict got a {data.dtype} tensor: pass the normalized float inputs the model "
+                             "trained on (e.g. a BatchLoader with shuffle=False and the training mean/std).")
+        batches = data.split(batch_size)
+    else:
+        if getattr(data, "shuffle", False) or isinstance(getattr(data, "sampler", None),
+                                                         torch.utils.data.RandomSampler):
+            raise ValueError("predict got a loader that shuffles: the probabilities would not line up with "
+                             "your labels. Build it with shuffle=False.")
+        batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+    was_training = model.training
+    model.eval()
+    probs = [model(x.to(device, non_blocking=True)).softmax(1).cpu() for x in batches]  # [(B, num_classes)]
+    model.train(was_training)
+    return torch.cat(probs)
+
+
+def snapshot_predictions(x_fixed, every=10, key="snapshots"):
+    """A fit callback: every `every` steps, store the softmax probabilities on the fixed batch x_fixed.
+
+    history[key] becomes a list of {"step": int, "probs": (B, num_classes) CPU tensor}, including step 0
+    and the last step; widgets.prediction_dynamics plays it back. The model's train/eval mode is kept.
+    """
+    def callback(step, model, history):
+        snapshots = history.setdefault(key, [])
+        if step % every and history["stopped"] is None:
+            return
+        if snapshots and snapshots[-1]["step"] == step:
+            return
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            probs = model(x_fixed.to(model_device(model))).softmax(1).cpu()
+        model.train(was_training)
+        snapshots.append({"step": step, "probs": probs})
+    return callback
+
+
+# ----------------------------------------------------------------------------- helpers of fit
+
+def _timed_batches(loader, device):
+    """Yield (x, y, seconds spent waiting for this batch), with x and y moved to device."""
+    batches = iter(loader)
+    while True:
+        start = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            return
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x, y, time.perf_counter() - start
+
+
+def _accumulate(meter, loss, logits, y, waited):
+    meter["n"] += len(y)
+    meter["loss_sum"] += loss * len(y)
+    meter["wait"] += waited
+    if logits is not None and logits.ndim == 2 and y.ndim == 1:  # class-index labels: accuracy makes sense
+        meter["correct"] += (logits.argmax(1) == y).sum().item()
+        meter["n_acc"] += len(y)
+
+
+def _end_epoch(history, epoch, step, meter, seconds, val, writer):
+    history["epoch"].append(epoch)
+    history["epoch_step"].append(step)
+    history["train_loss"].append(meter["loss_sum"] / meter["n"])
+    history["train_acc"].append(meter["correct"] / meter["n_acc"] if meter["n_acc"] else math.nan)
+    history["val_loss"].append(val[0])
+    history["val_acc"].append(val[1])
+    history["throughput"].append(meter["n"] / seconds)                       # samples per second
+    history["data_wait_share"].append(min(1.0, meter["wait"] / seconds))     # 0..1 of the epoch's time
+    if writer:
+        for key in PER_EPOCH:
+            if not math.isnan(history[key][-1]):
+                writer.add_scalar(f"epoch/{key}", history[key][-1], step)
+
+
+def _call(callbacks, step, model, history):
+    for callback in callbacks:
+        callback(step, model, history)
+
+
+def _total_steps(loader, epochs, max_steps):
+    try:
+        total = len(loader) * epochs
+    except TypeError:  # an iterable without a length
+        return max_steps
+    return total if max_steps is None else min(total, max_steps)
+
+
+def _tensorboard_writer(log_dir):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+    return SummaryWriter(str(log_dir))
+
+
+def _check_fit_args(epochs, every, max_steps, val_loader, early_stopping):
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}: pass a whole number of epochs >= 1.")
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"every={every!r}: callbacks run every `every` steps, a whole number >= 1.")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps={max_steps!r}: pass a whole number >= 1, or None for no limit.")
+    if early_stopping is not None:
+        if early_stopping.metric not in PER_EPOCH:
+            raise ValueError(f"EarlyStopping(metric={early_stopping.metric!r}): use one of {PER_EPOCH}.")
+        if early_stopping.metric.startswith("val_") and val_loader is None:
+            raise ValueError(f"EarlyStopping watches {early_stopping.metric!r} but fit got no val_loader: "
+                             "pass val_loader=..., or EarlyStopping(metric='train_loss').")

@@ -1,0 +1,216 @@
+"""fit and its helpers on a tiny real Fashion-MNIST subset: each test trains for a fraction of a second."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import recipe_kit as rk
+from recipe_kit.loader import channel_stats
+from recipe_kit.models import course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp
+from recipe_kit.train import EarlyStopping, evaluate, fit, predict, snapshot_predictions
+
+
+@pytest.fixture(scope="module")
+def data():
+    train = rk.load_dataset("fashion-mnist", "train")
+    x_train, y_train = train.images[:512], train.labels[:512]
+    x_val, y_val = train.images[512:768], train.labels[512:768]
+    mean, std = channel_stats(x_train)
+    return dict(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, mean=mean, std=std)
+
+
+def loaders(data, seed=0, batch_size=64):
+    train = rk.BatchLoader(data["x_train"], data["y_train"], batch_size, seed=seed, mean=data["mean"], std=data["std"])
+    val = rk.BatchLoader(data["x_val"], data["y_val"], 128, shuffle=False, mean=data["mean"], std=data["std"])
+    return train, val
+
+
+def train_cnn(data, seed=0, epochs=3, lr=3e-3, **kwargs):
+    torch.manual_seed(seed)
+    model = course_cnn(width=8)
+    train, val = loaders(data, seed)
+    history = fit(model, train, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=lr), epochs,
+                  val_loader=val, progress=False, **kwargs)
+    return model, history
+
+
+def test_fit_learns_and_reports_history(data):
+    _, h = train_cnn(data)
+    assert h["step"] == list(range(1, 25)) and len(h["loss"]) == 24        # 512 / 64 = 8 steps per epoch
+    assert h["epoch"] == [1, 2, 3] and h["epoch_step"] == [8, 16, 24]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "throughput", "data_wait_share"):
+        assert len(h[key]) == 3, key
+    assert h["loss"][0] == pytest.approx(math.log(10), abs=0.3)           # untrained: about uniform
+    assert h["val_loss"][-1] < h["val_loss"][0] < h["loss"][0]
+    assert h["val_acc"][-1] > 0.5 and 0 < h["train_acc"][-1] <= 1        # chance is 0.1
+    assert all(0 <= share <= 1 for share in h["data_wait_share"])
+    assert all(t > 0 for t in h["throughput"])
+    assert h["stopped"] == "finished 3 epochs."
+
+
+def test_same_seed_same_losses_other_seed_differs(data):
+    _, a = train_cnn(data, seed=1, epochs=1)
+    _, b = train_cnn(data, seed=1, epochs=1)
+    _, c = train_cnn(data, seed=2, epochs=1)
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+    assert c["loss"] != pytest.approx(a["loss"], abs=1e-3)
+
+
+def test_nan_learning_rate_stops_with_a_message(data):
+    model = course_cnn(width=8)
+    train, _ = loaders(data)
+    with pytest.warns(UserWarning, match="loss became nan"):
+        h = fit(model, train, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=float("nan")), 3,
+                progress=False)
+    assert h["stopped"].startswith("loss became nan at step 2: lower the learning rate")
+    assert len(h["loss"]) == 2 and math.isfinite(h["loss"][0]) and math.isnan(h["loss"][1])
+    assert h["epoch"] == [1]
+
+
+def test_max_steps_stops_mid_epoch(data):
+    _, h = train_cnn(data, epochs=5, max_steps=10)
+    assert len(h["loss"]) == 10 and h["epoch"] == [1, 2] and h["epoch_step"] == [8, 10]
+    assert h["stopped"] == "reached max_steps=10 (epoch 2)."
+
+
+def scripted_fit(losses_per_epoch, early_stopping):
+    """fit a Linear whose weights hold the epoch number, with a step that reports scripted losses."""
+    model = nn.Linear(4, 2)
+    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0]))] * 2     # 2 steps per epoch, a plain list works
+    steps = []
+
+    def step(model, batch, loss_fn, optimizer):
+        steps.append(1)
+        epoch = (len(steps) + 1) // 2
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        return losses_per_epoch[epoch - 1]
+
+    h = fit(model, batches, None, None, len(losses_per_epoch), train_step=step, early_stopping=early_stopping,
+            progress=False)
+    return model, h
+
+
+def test_early_stopping_stops_and_restores_best_weights():
+    losses = [1.0, 0.5, 0.7, 0.8, 0.1, 0.1]
+    model, h = scripted_fit(losses, EarlyStopping(patience=2, metric="train_loss"))
+    assert h["epoch"] == [1, 2, 3, 4] and h["train_loss"] == pytest.approx(losses[:4])
+    assert h["stopped"].startswith("early stopping after epoch 4: train_loss did not improve")
+    assert "Restored the weights of epoch 2" in h["stopped"]
+    assert torch.all(model.weight == 2)
+    assert math.isnan(h["train_acc"][0])                                # the step returned no logits
+    model, h = scripted_fit(losses, EarlyStopping(patience=2, metric="train_loss", restore_best=False))
+    assert torch.all(model.weight == 4)
+    model, h = scripted_fit(losses, EarlyStopping(patience=2, metric="train_loss", min_delta=0.6))
+    assert h["epoch"] == [1, 2, 3]                                      # 0.5 < 1.0 - 0.6 is false
+
+
+def test_early_stopping_on_val_loss_and_its_errors(data):
+    model = logistic_regression(784, 10)                                 # no BatchNorm: lr=0 changes nothing
+    train, val = loaders(data)
+    h = fit(model, train, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.0), 10, val_loader=val,
+            early_stopping=EarlyStopping(patience=2), progress=False)
+    assert h["epoch"] == [1, 2, 3] and h["val_loss"][0] == pytest.approx(h["val_loss"][2], abs=1e-5)
+    with pytest.raises(ValueError, match="no val_loader"):
+        fit(model, train, nn.CrossEntropyLoss(), None, 2, early_stopping=EarlyStopping(), progress=False)
+    with pytest.raises(ValueError, match="metric='loss'"):
+        fit(model, train, nn.CrossEntropyLoss(), None, 2, early_stopping=EarlyStopping(metric="loss"), progress=False)
+
+
+def test_callbacks_and_snapshot_predictions(data):
+    train, val = loaders(data)
+    x_fixed = next(iter(val))[0][:8]                                     # (8, 1, 28, 28)
+    calls = []
+
+    def spy(step, model, history):
+        calls.append((step, model.training, history["stopped"] is not None))
+
+    torch.manual_seed(0)
+    model = course_cnn(width=8)
+    h = fit(model, train, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=3e-3), 2,
+            callbacks=[snapshot_predictions(x_fixed, every=5), spy], every=3, progress=False)
+    assert [c[0] for c in calls] == [0, 3, 6, 9, 12, 15, 16]             # step 0, every 3, and the end
+    assert all(training for _, training, _ in calls)                     # the snapshot restored train mode
+    assert [done for *_, done in calls] == [False] * 6 + [True]
+    snaps = h["snapshots"]
+    assert [s["step"] for s in snaps] == [0, 15, 16]                     # called at 0,3,..: multiples of 5 and the end
+    assert all(s["probs"].shape == (8, 10) for s in snaps)
+    assert torch.allclose(snaps[-1]["probs"].sum(1), torch.ones(8), atol=1e-5)
+    assert torch.allclose(snaps[-1]["probs"], predict(model, x_fixed), atol=1e-6)  # taken in eval mode
+
+
+def test_tensorboard_writes_scalars(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    train_cnn(data, epochs=1, tensorboard_dir=tmp_path / "run")
+    files = list((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert len(events.Scalars("train/loss_per_step")) == 8
+    assert [e.step for e in events.Scalars("epoch/val_loss")] == [8]
+
+
+def test_dataloader_and_batchloader_give_the_same_training(data):
+    mean, std = data["mean"][0], data["std"][0]
+    x = (data["x_train"].float() / 255 - mean) / std                    # what BatchLoader computes
+    dataloader = DataLoader(TensorDataset(x, data["y_train"]), batch_size=64, shuffle=False)
+    batchloader = rk.BatchLoader(data["x_train"], data["y_train"], 64, shuffle=False, mean=(mean,), std=(std,))
+    histories = []
+    for loader in (dataloader, batchloader):
+        torch.manual_seed(0)
+        model = course_cnn(width=8)
+        histories.append(fit(model, loader, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05),
+                             1, val_loader=loader, progress=False))
+    assert histories[0]["loss"] == pytest.approx(histories[1]["loss"], abs=1e-5)
+    assert histories[0]["val_acc"] == pytest.approx(histories[1]["val_acc"])
+
+
+def test_evaluate_and_predict_agree(data):
+    model, _ = train_cnn(data, epochs=1)
+    _, val = loaders(data)
+    loss, acc = evaluate(model, val, nn.CrossEntropyLoss())
+    probs = predict(model, val)                                          # (256, 10)
+    assert probs.shape == (256, 10) and torch.allclose(probs.sum(1), torch.ones(256), atol=1e-5)
+    assert acc == pytest.approx((probs.argmax(1) == data["y_val"]).float().mean().item())
+    assert loss == pytest.approx(nn.functional.nll_loss(probs.log(), data["y_val"]).item(), abs=1e-4)
+    x_val = torch.cat([x for x, _ in val])
+    assert torch.allclose(predict(model, x_val, batch_size=100), probs, atol=1e-6)
+    assert model.training                                                # both restored the mode
+    with pytest.raises(ValueError, match="shuffle=False"):
+        predict(model, loaders(data)[0])
+    with pytest.raises(ValueError, match="normalized float"):
+        predict(model, data["x_val"])
+
+
+def test_fit_rejects_bad_arguments(data):
+    model = course_cnn(width=8)
+    train, _ = loaders(data)
+    with pytest.raises(ValueError, match="epochs=0"):
+        fit(model, train, nn.CrossEntropyLoss(), None, 0)
+    one_shot = iter([next(iter(train))])
+    with pytest.raises(ValueError, match="no batches in epoch 2"):
+        fit(model, one_shot, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), 2, progress=False)
+
+
+def test_models_shapes_and_log_prior_bias():
+    assert course_cnn()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert course_cnn(in_channels=3, num_classes=5, width=4, image_size=32)(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    assert mlp(784, 10, hidden=(32, 16), dropout=0.1)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert logistic_regression(784, 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        course_cnn(image_size=30)
+
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)                 # imbalanced: 90% / 9% / 1%
+    model = mlp(4, 3, hidden=(8,))
+    priors = init_final_bias_to_log_prior(model, labels, 3)
+    assert priors.tolist() == pytest.approx([0.9, 0.09, 0.01])
+    with torch.no_grad():
+        model[-1].weight.zero_()                                        # logits = bias alone
+    loss = nn.functional.cross_entropy(model(torch.randn(100, 4)), labels).item()
+    entropy = -(priors * priors.log()).sum().item()
+    assert loss == pytest.approx(entropy, abs=1e-5) and loss < math.log(3) / 2
+    with pytest.raises(ValueError, match="num_classes=4"):
+        init_final_bias_to_log_prior(model, labels, 4)
