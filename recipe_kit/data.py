@@ -320,6 +320,17 @@ def load_dataset(name="fashion-mnist", split="train", root=None):
                     + f"\nFix: {fix_command(spec)}, or copy the official files into {root / spec.name / 'raw'}.")
 
 
+def train_val_split(data, val_size=10000, seed=0):
+    """Split Images into (train, val) by a seeded permutation: the test split stays untouched until
+    the very end of the course, so every choice before that is made on val."""
+    if not 0 < val_size < len(data):
+        raise ValueError(f"val_size={val_size}: must be between 1 and {len(data) - 1} for {len(data)} images.")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    return (Images(data.images[train], data.labels[train], data.classes),
+            Images(data.images[val], data.labels[val], data.classes))
+
+
 def _load_folder(folder, split):
     folder = Path(folder)
     if not folder.is_dir():

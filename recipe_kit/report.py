@@ -73,6 +73,8 @@ class Report:
             lines.append(f"  - {name} skipped: {reason}")
         return "\n".join(lines)
 
+    __repr__ = __str__  # what a terminal, a doctest or a notebook's text/plain shows
+
     def _repr_html_(self):
         e = html.escape
         color = {"error": "#c0392b", "warning": "#b9770e"}

@@ -256,3 +256,16 @@ def test_debian_package_is_a_source(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_download", lambda *a: pytest.fail("must not download"))
     test = rk.load_dataset("fashion-mnist", "test", root=tmp_path)
     assert len(test) == 10000 and (tmp_path / "fashion-mnist" / "test.npz").exists()
+
+
+def test_train_val_split_is_a_seeded_partition():
+    data_ = rk.Images(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1), torch.arange(20) % 3, ("a", "b", "c"))
+    train, val = rk.train_val_split(data_, val_size=5, seed=1)
+    assert len(train) == 15 and len(val) == 5 and val.classes == ("a", "b", "c")
+    ids = torch.cat([train.images.flatten(), val.images.flatten()]).long()
+    assert sorted(ids.tolist()) == list(range(20))                       # a partition: nothing lost or shared
+    assert torch.equal(train.labels, ids[:15] % 3)                          # labels travel with their images
+    again, _ = rk.train_val_split(data_, val_size=5, seed=1)
+    assert torch.equal(again.images, train.images)
+    with pytest.raises(ValueError, match="val_size=20"):
+        rk.train_val_split(data_, val_size=20)
