@@ -1,0 +1,754 @@
+"""The preflight checks. Each reads the pipeline dict built by preflight.setup, adds Problems to the
+report, and returns None, or a string saying why it does not apply to this pipeline.
+
+Severity follows magnitude: an error is a number no correct pipeline shows (thresholds calibrated on
+clean MLPs, CNNs with BatchNorm, dropout, LayerNorm, residual blocks, label smoothing, SGD and
+Adam(W) on Fashion-MNIST); a pipeline that is merely slow or unusual gets a warning at most.
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+from .preflight import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
+                        constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
+                        make_optimizer_for, run_steps, seed_all, trace)
+
+RELUS = (nn.ReLU, nn.ReLU6)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+SQUASHERS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin, nn.Tanh)
+
+OVERFIT_SAMPLES = 8      # the "one small batch" to memorize
+OVERFIT_STEPS = 300      # most steps spent memorizing it
+BASELINE_STEPS = 300     # most steps of the short run compared with an input-independent model
+HELD_OUT = 512           # most pool samples held out for that comparison
+
+
+def listed(names, k=5):
+    names = list(dict.fromkeys(names))
+    return ", ".join(names[:k]) + (f" (+{len(names) - k} more)" if len(names) > k else "")
+
+
+def modules_of(param_names):
+    """'features.0.weight' -> 'features.0': the culprit a learner looks for is the layer."""
+    return [n.rsplit(".", 1)[0] if "." in n else n for n in param_names]
+
+
+# ----------------------------------------------------------------------------- shared measurements
+
+def probe(pipe):
+    """One train-mode forward of the probe samples through a fresh copy, measuring on the way:
+    the first weight layer's input (the model's door), the units of every ReLU, the last module."""
+    cache = pipe["cache"]
+    if "probe" in cache:
+        return cache["probe"]
+    seen = {"door": None, "units": [], "last": None, "last_weight": None, "prev": None}
+
+    def on_call(name, module, inp, out):
+        if isinstance(module, WEIGHT_LAYERS):
+            if seen["door"] is None:
+                seen["door"] = (name, module, inp.detach().clone() if inp is not None else None)
+            elif (isinstance(module, nn.Linear) and inp is not None and inp.ndim == 2
+                  and seen["prev"] is not None and not isinstance(seen["prev"][1], RELUS)
+                  and seen["prev"][2] == tuple(inp.shape)):   # an activation ran between two layers, e.g. F.relu
+                seen["units"].append((f"activation before '{name}'", dead_units(inp, 1)))
+            seen["last_weight"] = module
+        if isinstance(module, RELUS) and out is not None and out.ndim >= 2:
+            dim = 1 if out.ndim != 3 or isinstance(seen["last_weight"], CONVS) else 2
+            seen["units"].append((name, dead_units(out, dim)))
+        seen["prev"] = (name, module, None if out is None else tuple(out.shape))
+        seen["last"] = (name, module)
+
+    model = fresh_model(pipe).train()
+    x, y = pipe["x"][:PROBE_SIZE], pipe["y"][:PROBE_SIZE]
+    with torch.no_grad():
+        out = trace(model, x, on_call)
+        loss = float(pipe["loss_fn"](out, y))
+    cache["probe"] = dict(seen, out=out, loss=loss, x=x, y=y)
+    return cache["probe"]
+
+
+def dead_units(t, dim):
+    """(units that are zero for every sample and position, units) along `dim`."""
+    alive = (t != 0).movedim(dim, 0).reshape(t.shape[dim], -1).any(1)
+    return int((~alive).sum()), int(t.shape[dim])
+
+
+def steps(pipe):
+    """Three steps of the learner's train_step on a fresh copy, recorded (see run_steps); cached.
+    A string when no step may run: an optimizer holding another model's tensors would change it."""
+    cache = pipe["cache"]
+    if "steps" not in cache:
+        model = fresh_model(pipe)
+        opt = make_optimizer_for(pipe, model)
+        if foreign_params(model, opt):
+            cache["steps"] = "make_optimizer ignores its params (see optimizer_params): a step would change another model"
+        else:
+            size = min(pipe["batch_size"], 64)
+            cache["steps"] = dict(run_steps(pipe, model, opt, batches_from(pipe, 0, 3, size)), model=model, opt=opt)
+    return cache["steps"]
+
+
+def evaluate(model, x, y, pipe):
+    """Held-out loss, and accuracy for classification, in eval mode (the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)])
+        loss = float(pipe["loss_fn"](out, y))
+        acc = (class_scores(out).argmax(1) == y.reshape(-1)).float().mean().item() if pipe["num_classes"] else None
+    model.train(was)
+    return loss, acc
+
+
+# ----------------------------------------------------------------------------- forward-only checks
+
+def check_input_scale(pipe, report):
+    door = probe(pipe)["door"]
+    if door is None:
+        return "no Linear/Conv/RNN layer found whose input to measure"
+    name, module, x = door
+    if x is None or not x.is_floating_point():
+        return f"the first layer '{name}' takes {getattr(x, 'dtype', 'no')} inputs (indices, not measurements)"
+    x = x.double()
+    mean, std = x.mean().item(), x.std().item()
+    what = f"inputs reaching the first layer '{name}' have mean {mean:.3g} and std {std:.3g}"
+    worst = max(abs(mean), std)
+    if isinstance(module, CONVS) and x.ndim >= 3:       # per channel: one badly scaled channel is enough
+        per = x.movedim(1, 0).reshape(x.shape[1], -1)
+        means, stds = per.mean(1), per.std(1)
+        c = int(torch.maximum(means.abs(), stds).argmax())
+        if max(abs(means[c].item()), stds[c].item()) > worst:
+            worst = max(abs(means[c].item()), stds[c].item())
+            what += f" (channel {c}: mean {means[c].item():.3g}, std {stds[c].item():.3g})"
+    hint = ("Standardize in the data pipeline: x = (x/255 - mean) / std with the training set's channel "
+            "statistics (rk.channel_stats); back to stage 1.")
+    details = {"mean": mean, "std": std}
+    if std < 1e-6 * max(1.0, abs(mean)):
+        report.add("input_scale", "error", what + ": every input is the same, so the model can learn nothing "
+                   "from them.", "The inputs lost their content (all zeros? a constant fill?); stage 1.", name, **details)
+    elif worst > 20:
+        report.add("input_scale", "error", what + " - far from standardized (mean 0, std 1); raw 0..255 pixels "
+                   "look like this. Large inputs saturate activations and need a tiny lr.", hint, name, **details)
+    elif worst > 4 or std < 0.1:
+        report.add("input_scale", "warning", what + " - not standardized (mean 0, std 1): training will "
+                   "be slower and more sensitive to lr.", hint, name, **details)
+
+
+def check_loss_at_init(pipe, report):
+    kind, C = pipe["loss_kind"], pipe["num_classes"]
+    if kind is None:
+        return "loss_fn is not a cross-entropy or NLL loss: no known loss at init"
+    pr = probe(pipe)
+    scores = class_scores(pr["out"]).float()
+    if kind["name"] == "nll" and scores.logsumexp(1).abs().max() > 1e-3:
+        return "the outputs are not log-probabilities (see output_activation)"
+    y = pr["y"]
+    unsure = torch.zeros((len(y),) + pipe["out_shape"], device=y.device)
+    if kind["name"] == "nll":
+        unsure -= math.log(C)
+    uniform = float(pipe["loss_fn"](unsure, y))           # every class equally likely: -log(1/C)
+    prior = float(constant_loss(pipe, constant_baseline(pipe, y), y))   # label-marginal entropy
+    L = pr["loss"]
+    spread = (scores - scores.mean(1, keepdim=True)).std().item()
+    details = {"loss": L, "uniform": uniform, "prior": prior, "logit_std": spread}
+    said = (f"loss at init is {L:.3f}; a model that starts unsure gets -log(1/{C}) = {uniform:.3f} "
+            f"(the label-marginal entropy is {prior:.3f})")
+    if not math.isfinite(L):
+        report.add("loss_at_init", "error", said + ": the loss is not finite before any step.",
+                   "Look for log(0), division by zero or NaN weights in the model; stage 2.", "", **details)
+    elif L > 2 * uniform + 1:
+        report.add("loss_at_init", "error", said + f". The outputs are far too confident: their spread across "
+                   f"classes is {spread:.3g} (about 0.1-1 at a good init), from too-large initial weights or inputs.",
+                   "Use the default (kaiming) init or scale the last layer's weights down, check input scaling; "
+                   "stage 2 (verify loss @ init).", "", **details)
+    elif L > uniform + 0.5 * uniform + 0.2:
+        report.add("loss_at_init", "warning", said + f": the outputs start overconfident (spread {spread:.3g}).",
+                   "Scale the last layer's init down; stage 2 (verify loss @ init).", "", **details)
+    elif uniform - prior > 0.1 * uniform and abs(L - uniform) < abs(L - prior):
+        report.add("loss_at_init", "warning", said + ": the classes are imbalanced and the model starts at "
+                   "uniform, so the first steps only learn the class frequencies.",
+                   "Initialize the last layer's bias to log(class prior); stage 2 (init well).", "", **details)
+    elif L < prior - 0.2 * prior - 0.05:
+        report.add("loss_at_init", "warning", said + ": the model predicts labels before training - "
+                   "pretrained, or the inputs leak the labels?",
+                   "If the model is not pretrained, look for the label inside the inputs; stage 1.", "", **details)
+
+
+def check_output_activation(pipe, report):
+    kind = pipe["loss_kind"]
+    if kind is None:
+        return "loss_fn is not a cross-entropy or NLL loss"
+    pr = probe(pipe)
+    out, C = pr["out"].float(), pipe["num_classes"]
+    s = class_scores(out)
+    probs = bool((s >= 0).all()) and (s.sum(1) - 1).abs().max().item() < 1e-3
+    logprobs = s.logsumexp(1).abs().max().item() < 1e-3
+    over_batch = out.ndim == 2 and len(out) > 2 and (((out >= 0).all() and (out.sum(0) - 1).abs().max() < 1e-3)
+                                                     or out.logsumexp(0).abs().max() < 1e-3)
+    in_unit = bool(((s > 0) & (s < 1)).all()) and s.numel() >= 64
+    last_name, last_module = pr["last"] or ("", None)
+    where = last_name if isinstance(last_module, SQUASHERS) else "forward"
+    floor = math.log(1 + (C - 1) / math.e)   # best cross-entropy when every logit is in [0, 1]
+    rows = f"over {s.shape[0]} rows of {C} outputs"
+    if over_batch:
+        report.add("output_activation", "error", f"the outputs are normalized over dim 0, the batch ({rows}): "
+                   "softmax/log_softmax was taken across samples instead of across classes.",
+                   "Use dim=1 (or dim=-1) in softmax/log_softmax; stage 2.", where)
+    elif kind["name"] == "cross_entropy" and probs:
+        report.add("output_activation", "error", f"the model outputs probabilities (every row is >= 0 and sums "
+                   f"to 1, {rows}) but CrossEntropyLoss applies log_softmax itself: it reads them as logits "
+                   f"squashed into [0, 1], so the loss cannot go below {floor:.2f} and gradients shrink.",
+                   "Remove the final softmax and feed raw logits (apply softmax only to read probabilities); stage 2.",
+                   where)
+    elif kind["name"] == "cross_entropy" and in_unit:
+        report.add("output_activation", "error", f"every output lies in (0, 1) ({rows}), e.g. a sigmoid before "
+                   f"CrossEntropyLoss, which expects unbounded logits: the loss cannot go below {floor:.2f}.",
+                   "Remove the final sigmoid and feed raw logits; stage 2.", where)
+    elif kind["name"] == "nll" and probs:
+        report.add("output_activation", "error", f"NLLLoss gets probabilities (rows sum to 1, {rows}) but expects "
+                   "log-probabilities: it only picks -output[y], so the loss is bounded in [-1, 0] and meaningless.",
+                   "Use log_softmax(dim=1) instead of softmax, or raw logits with CrossEntropyLoss; stage 2.", where)
+    elif kind["name"] == "nll" and not logprobs:
+        lse = s.logsumexp(1)
+        report.add("output_activation", "error", f"NLLLoss gets raw logits: logsumexp of each row should be 0 for "
+                   f"log-probabilities but ranges {lse.min().item():.2f}..{lse.max().item():.2f} ({rows}). NLLLoss only "
+                   "picks -output[y], so the loss is unbounded below and training pushes logits to infinity.",
+                   "Add log_softmax(dim=1) at the end of the model, or use CrossEntropyLoss on the logits; stage 2.",
+                   where)
+
+
+def check_input_dependence(pipe, report):
+    x = pipe["x"][:64]
+    flat = x.reshape(len(x), -1)
+    if len(x) < 2 or bool((flat == flat[:1]).all()):
+        return "the sampled inputs are all identical"
+    culprit = []
+
+    def varies(t):
+        return t is not None and t.ndim >= 1 and t.shape[0] == len(x) and bool((t != t[:1]).any())
+
+    def on_call(name, module, inp, out):
+        if culprit:
+            return
+        if isinstance(module, WEIGHT_LAYERS) and inp is not None and not varies(inp):
+            culprit.append(f"forward code before '{name}'")   # x was replaced before this layer saw it
+        elif varies(inp) and out is not None and out.shape[:1] == inp.shape[:1] and not varies(out):
+            culprit.append(name)
+
+    model = fresh_model(pipe).eval()
+    with torch.no_grad():
+        out = trace(model, x, on_call).float().reshape(len(x), -1)
+    spread = (out - out[:1]).abs().max().item()
+    scale = out.abs().max().item()
+    if spread > 1e-6 * scale:
+        return None
+    if culprit and zero_weights(model, culprit[0]):
+        return f"'{culprit[0]}' starts with all-zero weights (a zero-init layer), so the outputs cannot vary yet"
+    report.add("input_dependence", "error", f"the model gives the same output for all {len(x)} different "
+               f"inputs (largest difference {spread:.2g} on outputs of size {scale:.2g}): forward ignores x, "
+               "or an input path is zeroed or replaced (or every ReLU is dead).",
+               "Check that forward uses its argument x all the way to the output; stage 2.",
+               culprit[0] if culprit else "forward")
+
+
+def zero_weights(model, name):
+    """True for a layer initialized to zero on purpose (e.g. a zero-init head): it learns from step 1."""
+    try:
+        weight = getattr(model.get_submodule(name), "weight", None)
+    except AttributeError:
+        return False
+    return isinstance(weight, torch.Tensor) and weight.requires_grad and not weight.any()
+
+
+def check_batch_independence(pipe, report):
+    """Karpathy's check: changing sample 0 may change output 0 only (eval mode, so BatchNorm is per-sample)."""
+    x = pipe["x"][:8]
+    flat = x.reshape(len(x), -1)
+    other = [k for k in range(1, len(x)) if bool((flat[k] != flat[0]).any())]
+    if not other:
+        return "needs at least two different samples"
+    x2 = x.clone()
+    x2[0] = x[other[0]]
+    model = fresh_model(pipe).eval()
+    runs = []
+    for batch in (x, x2):
+        calls = []
+        with torch.no_grad():
+            out = trace(model, batch, lambda n, m, i, o: calls.append((n, i, o)))
+        runs.append((out, calls))
+    (out1, calls1), (out2, calls2) = runs
+    if torch.equal(out1, out2):
+        return "changing a sample changes no output (see input_dependence)"
+    leak = rows_differ(out1, out2)
+    if not leak:
+        return None
+    report.add("batch_independence", "error", f"changing sample 0 changed the outputs of {leak} of the other "
+               f"{len(x) - 1} samples in the batch (eval mode): samples mix across the batch dimension, "
+               "e.g. a view/reshape/permute that moves the batch axis, or a softmax/mean over dim 0.",
+               "Reshape with x.flatten(1) or x.view(x.size(0), -1), keep dim 0 as the batch in every op; stage 2.",
+               mixing_place(calls1, calls2, len(x)))
+
+
+def rows_differ(a, b):
+    """How many rows other than row 0 differ between two outputs (0 if the shapes do not allow telling)."""
+    if a is None or b is None or a.shape != b.shape or a.ndim == 0:
+        return 0
+    d = (a[1:] - b[1:]).abs().reshape(len(a) - 1, -1).amax(1)
+    return int((d > 1e-5 * (a.abs().max() + 1e-12)).sum())
+
+
+def mixing_place(calls1, calls2, B):
+    """The first module whose outputs for the unchanged samples differ: it, or the code just before it."""
+    prev = None
+    for (name, i1, o1), (_, i2, o2) in zip(calls1, calls2):
+        if o1 is not None and o1.ndim and o1.shape[0] != B:
+            return f"'{name}' (its output has {o1.shape[0]} rows for {B} samples)"
+        if rows_differ(o1, o2):
+            return f"forward code before '{name}'" + (f" (after '{prev}')" if prev else "") \
+                if rows_differ(i1, i2) or (i1 is not None and i1.ndim and i1.shape[0] != B) else name
+        prev = name
+    return f"forward code after '{prev}'" if prev else "forward"
+
+
+def check_dead_activations(pipe, report):
+    units = probe(pipe)["units"]
+    if not units:
+        return "no ReLU found"
+    n = PROBE_SIZE if len(pipe["x"]) >= PROBE_SIZE else len(pipe["x"])
+    counts = {}
+    for name, (dead, total) in units:
+        counts[name] = counts.get(name, 0) + 1
+        label = name if counts[name] == 1 else f"{name} (call {counts[name]})"
+        frac = dead / total
+        said = f"{dead} of {total} units of {label} output zero for all {n} probe inputs ({frac:.0%})"
+        hint = ("Dead ReLUs pass no gradient and never recover: look for a large negative bias or weight init, "
+                "unnormalized inputs or a too-high lr; re-init (kaiming, bias 0) or use BatchNorm/LeakyReLU; stage 2.")
+        if frac >= 0.5 and dead >= 2:
+            report.add("dead_activations", "error", said + ": they are dead at init.", hint, label, dead_fraction=frac)
+        elif frac >= 0.25 and dead >= 2:
+            report.add("dead_activations", "warning", said + ".", hint, label, dead_fraction=frac)
+
+
+# ----------------------------------------------------------------------------- one-step checks
+
+def check_optimizer_params(pipe, report):
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    named = list(model.named_parameters())
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    foreign = foreign_params(model, opt)
+    hint = ("Build the optimizer from the params it is given, after the model is final: "
+            "make_optimizer = lambda params: torch.optim.Adam(params, lr=1e-3); stage 2.")
+    if foreign:
+        report.add("optimizer_params", "error", f"the optimizer holds {len(foreign)} tensors "
+                   f"({sum(p.numel() for p in foreign):,} values) that are not the model's parameters: it was built "
+                   "from another model (a global `model`, or one created before a re-init), so training updates "
+                   "the wrong network.", hint, "make_optimizer")
+    missing = [n for n, p in named if p.requires_grad and id(p) not in in_opt]
+    trainable = [n for n, p in named if p.requires_grad]
+    if missing:
+        size = sum(p.numel() for n, p in named if n in missing)
+        report.add("optimizer_params", "error", f"{len(missing)} of {len(trainable)} trainable tensors ({size:,} "
+                   "values) are not in the optimizer: they get gradients but keep their initial values.",
+                   hint, listed(missing))
+    frozen = [n for n, p in named if not p.requires_grad]
+    if named and not trainable:
+        report.add("optimizer_params", "error", f"all {len(named)} parameter tensors have requires_grad=False: "
+                   "nothing can train.", "Unfreeze the layers to train (p.requires_grad_(True)); stage 2.", "model")
+    elif frozen:
+        owner = {n: n.rsplit(".", 1)[0] if "." in n else "" for n in frozen}
+        first_trainable = next(i for i, (n, p) in enumerate(named) if p.requires_grad)
+        late = [n for i, (n, p) in enumerate(named) if i > first_trainable and not p.requires_grad
+                and not isinstance(model.get_submodule(owner[n]), NORMS)]
+        untrained = [n for n in frozen if at_default_init(model.get_submodule(owner[n]))]
+        bad = list(dict.fromkeys(untrained + late))
+        if bad:
+            report.add("optimizer_params", "error", f"{len(bad)} tensors are frozen (requires_grad=False) "
+                       + ("while they still hold PyTorch's random init" if untrained else "after trainable layers")
+                       + ": they will never learn, which is a forgotten unfreeze, not fine-tuning.",
+                       "Unfreeze them (p.requires_grad_(True)); freeze only pretrained layers; stage 2.",
+                       listed(modules_of(bad)))
+        else:
+            report.add("optimizer_params", "warning", f"{len(frozen)} tensors are frozen (requires_grad=False): "
+                       "fine when fine-tuning a pretrained part, a bug otherwise.",
+                       "Make sure freezing is intended; stage 2.", listed(modules_of(frozen)))
+
+
+def at_default_init(module):
+    """Does this Linear/Conv still hold PyTorch's default init, uniform in +-1/sqrt(fan_in)?"""
+    w = getattr(module, "weight", None)
+    if not isinstance(module, (nn.Linear,) + CONVS) or not isinstance(w, torch.Tensor) or w.numel() < 64:
+        return False
+    bound = 1 / math.sqrt(w[0].numel())
+    return bool(w.abs().max() <= bound * (1 + 1e-4)) and abs(w.std().item() - bound / math.sqrt(3)) < 0.2 * bound / math.sqrt(3)
+
+
+def check_param_grads(pipe, report):
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    trainable = [n for n, p in rec["model"].named_parameters() if p.requires_grad]
+    reached = {n for g in rec["backward_grads"] for n in g}
+    never = [n for n in trainable if n not in reached]
+    wiped = [n for n in trainable if n in reached and all(g[n] is None or not g[n].any() for g in rec["grads"])
+             and any(g.get(n) is not None and g[n].any() for g in rec["backward_grads"])]
+    zero = [n for n in trainable if n in reached and n not in wiped
+            and all(g.get(n) is None or not g[n].any() for g in rec["backward_grads"])]
+    hint = "stage 2: every parameter should get a nonzero gradient on the first steps."
+    if trainable and len(never) == len(trainable):
+        report.add("param_grads", "error", f"none of the {len(trainable)} trainable tensors received a gradient "
+                   "in 3 steps: loss.backward() is not called, or the loss is cut off from the model "
+                   "(.item(), .detach(), torch.no_grad() or a new tensor built from its value).",
+                   "Call loss.backward() on the loss tensor computed from model(x); " + hint, "train_step")
+        return None
+    if wiped and len(wiped) + len(never) == len(trainable):
+        report.add("param_grads", "error", f"backward computes gradients, but all of them are zero or None when "
+                   "optimizer.step() runs: zero_grad() is called between backward() and step() (or the gradients "
+                   "are clipped to 0).",
+                   "Order the step as zero_grad(), forward, loss, backward(), step(); " + hint, "train_step")
+        return None
+    if never:
+        report.add("param_grads", "error", f"{len(never)} of {len(trainable)} trainable tensors never receive a "
+                   "gradient in 3 steps: they are not used in forward, or their path to the loss is cut by "
+                   ".detach(), .data, torch.no_grad() or a numpy round trip.",
+                   "Use every layer you define in forward and keep its output in the graph; " + hint,
+                   listed(modules_of(never)))
+    if zero:
+        report.add("param_grads", "error", f"{len(zero)} of {len(trainable)} trainable tensors get gradients that "
+                   "are exactly zero on all 3 steps: dead ReLUs around them, a path multiplied by zero, or an "
+                   "input that is all zeros.", "See dead_activations and input_scale; " + hint,
+                   listed(modules_of(zero)))
+
+
+def check_step_updates(pipe, report):
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    opt, model = rec["opt"], rec["model"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_opt = [names[id(p)] for g in opt.param_groups for p in g["params"] if p.requires_grad]
+    before, after = rec["params"][0], rec["params"][1:]
+    if sum(rec["step_calls"]) == 0:
+        report.add("step_updates", "error", "optimizer.step() was never called in 3 calls of train_step: the "
+                   "weights never change.", "Call optimizer.step() after loss.backward(); stage 2.", "train_step")
+        return None
+    broken = [n for n in in_opt if not all(torch.isfinite(a[n]).all() for a in after)]
+    if broken:
+        report.add("step_updates", "error", f"{len(broken)} tensors hold NaN/inf after 3 steps (losses "
+                   f"{', '.join(f'{v:.3g}' for v in rec['losses'])}): the lr is far too high, or the loss is NaN.",
+                   "Lower the lr by 10x and check for log(0)/division by zero; stage 2.", listed(modules_of(broken)))
+        return None
+    moved = [n for n in in_opt if any(not torch.equal(before[n], a[n]) for a in after)]
+    lrs = [g.get("lr", None) for g in opt.param_groups]
+    if not moved:
+        if all(lr == 0 for lr in lrs):
+            why = "the learning rate is 0"
+        elif all(all(g[n] is None or not g[n].any() for n in in_opt) for g in rec["grads"]):
+            why = "every gradient was zero or None when step() ran (see param_grads)"
+        else:
+            why = f"step() ran with lr {lrs} and nonzero gradients yet moved nothing"
+        report.add("step_updates", "error", f"3 steps changed none of the {len(in_opt)} parameter tensors in the "
+                   f"optimizer: {why}.", "Set a learning rate (e.g. Adam 3e-4 .. 1e-3) and check the step; stage 2.",
+                   "make_optimizer" if "learning rate" in why else "train_step", lrs=lrs)
+        return None
+    for k, g in enumerate(opt.param_groups):
+        still = [names[id(p)] for p in g["params"] if names[id(p)] not in moved and p.requires_grad]
+        if g.get("lr", None) == 0 and still:
+            report.add("step_updates", "error", f"param group {k} has lr=0: its {len(still)} tensors never move.",
+                       "Give every param group a learning rate; stage 2.", listed(modules_of(still)))
+    first = rec["backward_grads"][0]
+    common = [n for n in in_opt if n in first]
+    if common:
+        step = torch.cat([(after[0][n] - before[n]).flatten().double() for n in common])
+        grad = torch.cat([first[n].flatten().double() for n in common])
+        uphill = (step @ grad / (step.norm() * grad.norm() + 1e-300)).item()   # cosine; descent makes it < 0
+    if common and uphill > 0.1:
+        report.add("step_updates", "error", "the first step moved the parameters up the gradient, so the loss "
+                   f"increases (cosine between step and gradient {uphill:.2f}, descent makes it negative): "
+                   "optimizer built with maximize=True, or the gradient's sign is flipped in train_step.",
+                   "Steps must go against the gradient: remove maximize=True / the sign flip; stage 2.", "train_step")
+        return None
+    ratios = {n: ((after[0][n] - before[n]).norm() / before[n].norm()).item() for n in common
+              if before[n].ndim >= 2 and before[n].norm() > 0 and first[n].any()}
+    worst = max(ratios, key=ratios.get, default=None)
+    losses = rec["losses"]
+    said = (f"the first step changed '{worst}' by {ratios[worst]:.3g}x its own size (healthy updates are about "
+            "1e-3 .. 1e-2 of it)" if worst is not None else "")
+    if worst is not None and ratios[worst] > 3.0:
+        report.add("step_updates", "error", said + ": the lr is far too high, training will diverge or produce NaN.",
+                   "Lower the lr (e.g. 10x at a time); stage 2 / stage 5.", modules_of([worst])[0], update_ratios=ratios)
+    elif all(math.isfinite(v) for v in losses) and losses[-1] > 10 * abs(losses[0]) + 5:
+        report.add("step_updates", "error", f"the loss exploded within 3 steps ({', '.join(f'{v:.3g}' for v in losses)}): "
+                   "the lr is far too high.", "Lower the lr by 10x; stage 2.", "make_optimizer")
+    elif worst is not None and ratios[worst] > 0.5:
+        report.add("step_updates", "warning", said + ": the lr looks high.", "Try a smaller lr; stage 5.",
+                   modules_of([worst])[0], update_ratios=ratios)
+    elif worst is not None and ratios[worst] < 1e-5:
+        report.add("step_updates", "warning", said + ": the lr (or the loss scale) looks far too small.",
+                   "Try a 10-100x larger lr, check the loss is not scaled down; stage 5.", modules_of([worst])[0],
+                   update_ratios=ratios)
+    elif all(math.isfinite(v) for v in losses) and losses[-1] > 3 * abs(losses[0]) + 1:
+        report.add("step_updates", "warning", f"the loss jumped within 3 steps ({', '.join(f'{v:.3g}' for v in losses)}): "
+                   "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
+
+
+def check_grad_norms(pipe, report):
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    grads, weights = rec["backward_grads"][0], rec["params"][0]
+    bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
+    if bad:
+        report.add("grad_norms", "error", f"the first backward gives NaN/inf gradients in {len(bad)} tensors.",
+                   "Look for log(0), sqrt(0) or division by zero in the model or loss; stage 2.",
+                   listed(modules_of(bad)))
+        return None
+    ratio = {n: (g.norm() / weights[n].norm()).item() for n, g in grads.items()
+             if weights[n].ndim >= 2 and weights[n].norm() > 0 and g.any()}
+    if len(ratio) < 2:
+        return "fewer than two weight layers with gradients"
+    hi, lo = max(ratio, key=ratio.get), min(ratio, key=ratio.get)
+    spread = ratio[hi] / ratio[lo]
+    said = (f"at init, |grad|/|weight| ranges from {ratio[lo]:.2g} in '{lo}' to {ratio[hi]:.2g} in '{hi}' "
+            f"({spread:.2g}x)")
+    hint = ("Use a normalization layer (BatchNorm/LayerNorm), ReLU-family activations with kaiming init, or "
+            "residual connections; stage 2.")
+    if ratio[hi] > 1e3:
+        report.add("grad_norms", "error", said + ": exploding gradients - one step moves these weights by far "
+                   "more than their size.", hint, modules_of([hi])[0], ratios=ratio)
+    elif spread > 1e6:
+        report.add("grad_norms", "error", said + ": vanishing gradients - the early layers barely learn.", hint,
+                   modules_of([lo])[0], ratios=ratio)
+    elif spread > 1e4 or ratio[hi] > 30:
+        report.add("grad_norms", "warning", said + ": gradients are badly scaled across layers.", hint,
+                   modules_of([lo if spread > 1e4 else hi])[0], ratios=ratio)
+
+
+def check_zero_grad(pipe, report):
+    """Two identical steps (same batch, same seed, lr=0): a fresh gradient each time, or a growing sum?"""
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    if foreign_params(model, opt):
+        return "make_optimizer ignores its params (see optimizer_params)"
+    for g in opt.param_groups:
+        if isinstance(g.get("lr"), (int, float)):
+            g["lr"] = 0.0                          # the weights stay put, so both steps see the same model
+    batch = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
+    rec = run_steps(pipe, model, opt, [batch, batch], reseed=pipe["seed"])
+    g1, g2 = rec["backward_grads"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    stepped = {names[id(p)] for g in opt.param_groups for p in g["params"]}   # zero_grad() clears only these
+    common = [n for n in g1 if n in g2 and n in stepped]
+    if not common or not any(g1[n].any() for n in common):
+        return "no gradients to compare (see param_grads)"
+    first = torch.cat([g1[n].flatten().double() for n in common])
+    diff = torch.cat([(g2[n] - g1[n]).flatten().double() for n in common])
+    rel = (diff.norm() / first.norm()).item()
+    cos = (diff @ first / (diff.norm() * first.norm() + 1e-300)).item()
+    if rel < 1e-3:
+        return None
+    if cos > 0.9:
+        report.add("zero_grad", "error", f"running train_step twice on the same batch (lr=0) gives a second "
+                   f"gradient {1 + rel:.2f}x the first, in the same direction: gradients accumulate across steps "
+                   "because optimizer.zero_grad() is missing (or runs after backward of the next loss).",
+                   "Call optimizer.zero_grad() at the start of every step; stage 2.", "train_step", ratio=1 + rel)
+    else:
+        report.add("zero_grad", "warning", f"two identical calls of train_step give gradients that differ by "
+                   f"{rel:.2g} of their size: the step is nondeterministic or keeps state between calls.",
+                   "Check for state kept between steps; stage 2.", "train_step")
+
+
+def check_train_mode(pipe, report):
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    flags = rec["training"]
+    if not flags:
+        return "train_step never called the model"
+    if all(flags):
+        return None
+    model, x = fresh_model(pipe), pipe["x"][:64]
+    with torch.no_grad():
+        seed_all(pipe["seed"])
+        a = model.train()(x)
+        seed_all(pipe["seed"])
+        b = model.eval()(x)
+    matters = not torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    if not pipe["model"].training:
+        said = "the model was passed in eval mode and train_step never switches it back to train mode"
+        hint = "Call model.train() before training steps (and after every evaluation with model.eval()); stage 2."
+    else:
+        said = "train_step runs the forward in eval mode (model.eval() inside the step?)"
+        hint = "Call model.train() at the start of training steps, model.eval() only to evaluate; stage 2."
+    effect = ("here Dropout/BatchNorm then behave as at test time: no dropout noise, BatchNorm normalizes with "
+              "running statistics that never update" if matters else
+              "this model has no layer that behaves differently in eval mode, so it bites only once one is added")
+    report.add("train_mode", "error" if matters else "warning",
+               f"{said}: {sum(not f for f in flags)} of {len(flags)} forwards ran with model.training=False; "
+               f"{effect}.", hint, "train_step")
+
+
+def check_batch_order(pipe, report):
+    stream = pipe["stream"]
+    if stream is None:
+        return "train is not a loader: preflight draws its own shuffled batches (pass your DataLoader to check its order)"
+    if pipe["num_classes"] is None:
+        return "targets are not class labels"
+    repeats = pipe["stream_repeats"]
+    if len(stream) >= 2 and repeats >= (len(stream) - 1) / 2:
+        report.add("batch_order", "error", f"{repeats} of the loader's first {len(stream)} batches are identical "
+                   "to the batch before them: the loop trains on the same batch again and again.",
+                   "Iterate the loader itself (for x, y in loader), not a batch taken once with next(iter(...)); "
+                   "stage 2.", "train")
+        return None
+    size = len(stream[0])
+    full = [s.reshape(-1) for s in stream if len(s) == size]
+    if size < 2 or len(full) < 2:
+        return "needs at least two batches of two or more samples"
+    C = pipe["num_classes"]
+    p = torch.bincount(pipe["y"].reshape(-1).cpu().clamp(0, C - 1), minlength=C).double()
+    p /= p.sum()
+    gen = torch.Generator().manual_seed(pipe["seed"])
+    shuffled = torch.multinomial(p, 200 * full[0].numel(), replacement=True, generator=gen).reshape(200, -1)
+    expected = sum(entropy(b, C) for b in shuffled) / 200
+    if expected < 0.05:
+        return "the labels are almost all one class"
+    seen = sum(entropy(b, C) for b in full) / len(full)
+    single = sum(int(len(b.unique()) == 1) for b in full)
+    said = (f"the loader's first {len(full)} batches have label entropy {seen:.3f} nats on average, vs "
+            f"{expected:.3f} for shuffled batches of {size} ({single} hold a single class)")
+    hint = "Shuffle the training loader (DataLoader(..., shuffle=True) / BatchLoader(shuffle=True)); stage 1."
+    if seen < 0.5 * expected:
+        report.add("batch_order", "error", said + ": the data is sorted by label and not shuffled, so each "
+                   "step pulls the model toward one class and training oscillates.", hint, "train")
+    elif seen < 0.8 * expected:
+        report.add("batch_order", "warning", said + ": batches are partly grouped by label.", hint, "train")
+
+
+def entropy(labels, C):
+    p = torch.bincount(labels.cpu().clamp(0, C - 1), minlength=C).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+# ----------------------------------------------------------------------------- long checks ("full")
+
+def check_overfit_batch(pipe, report):
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    if foreign_params(model, opt):
+        return "make_optimizer ignores its params (see optimizer_params)"
+    idx = varied_samples(pipe, OVERFIT_SAMPLES)
+    batch = (pipe["x"][idx], pipe["y"][idx])
+    floor = loss_floor(pipe)
+    const = float(constant_loss(pipe, constant_baseline(pipe, batch[1]), batch[1]))
+    room = max(const - floor, 1e-8)                     # how far a model using its inputs can go below const
+    losses = []
+    for step in range(OVERFIT_STEPS):
+        losses.append(call_step(pipe, model, batch, opt))
+        if not math.isfinite(losses[-1]):
+            report.add("overfit_batch", "error", f"the loss became {losses[-1]} at step {step} while fitting "
+                       f"{OVERFIT_SAMPLES} samples (it started at {losses[0]:.3g}): the lr is too high or the "
+                       "model/loss produces NaN.", "Lower the lr by 10x; check log/sqrt/division; stage 3.",
+                       "make_optimizer", losses=losses)
+            return None
+        if step >= 20 and step % 10 == 0 and sum(losses[-5:]) / 5 <= floor + 0.05 * room:
+            break
+    end = sum(losses[-5:]) / len(losses[-5:])
+    progress = (const - end) / room
+    said = (f"after {len(losses)} steps on {OVERFIT_SAMPLES} samples the loss is {end:.3g} (start {losses[0]:.3g}; "
+            f"best possible {floor:.3g}; a model ignoring its inputs gets {const:.3g})")
+    details = {"losses": losses, "floor": floor, "constant": const}
+    if end > 1.5 * max(losses[0], const) + 0.1:
+        report.add("overfit_batch", "error", said + ": the loss diverges.",
+                   "Lower the lr; check the sign of the loss; stage 3.", "make_optimizer", **details)
+    elif progress < 0.2:
+        report.add("overfit_batch", "error", said + ": it cannot memorize even one small batch, so the model, "
+                   "loss or step is broken (see the other checks), or the lr is far too small.",
+                   "Make the model overfit this batch to near-zero loss before anything else; stage 3.", "", **details)
+    elif progress < 0.9:
+        report.add("overfit_batch", "warning", said + ": it learns, slowly.",
+                   "Try a larger lr or a bigger model, and check regularization is off; stage 3.", "", **details)
+
+
+def varied_samples(pipe, k):
+    """Indices of k pool samples covering as many classes as possible (imbalanced data included)."""
+    y = pipe["y"]
+    if pipe["num_classes"] is None or y.ndim != 1:
+        return torch.arange(min(k, len(y)))
+    firsts = {}
+    for i, label in enumerate(y[:2000].tolist()):
+        firsts.setdefault(label, i)
+    chosen = list(firsts.values())[:k]
+    chosen += [i for i in range(len(y)) if i not in firsts.values()][:k - len(chosen)]
+    return torch.tensor(chosen, device=y.device)
+
+
+def check_beats_baseline(pipe, report):
+    """A short run on most of the pool must beat, on the held-out rest, the best input-independent model."""
+    x, y = pipe["x"], pipe["y"]
+    held = min(HELD_OUT, len(y) // 4)
+    if held < 50:
+        return f"needs at least 200 samples to hold some out, got {len(y)}"
+    xt, yt, xh, yh = x[:-held], y[:-held], x[-held:], y[-held:]
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    if foreign_params(model, opt):
+        return "make_optimizer ignores its params (see optimizer_params)"
+    c = constant_baseline(pipe, yt)
+    base_loss = float(constant_loss(pipe, c, yh))
+    classify = pipe["num_classes"] is not None
+    if classify:
+        majority = torch.bincount(yt.reshape(-1).cpu().clamp(min=0)).argmax().item()
+        base_acc = (yh.reshape(-1) == majority).float().mean().item()
+        se = math.sqrt(max(base_acc * (1 - base_acc), 0.01) / yh.numel())
+    size = min(pipe["batch_size"], STEP_BATCH)
+    gen = torch.Generator().manual_seed(pipe["seed"])
+    order, losses, step = torch.randperm(len(yt), generator=gen), [], 0
+    for step in range(1, BASELINE_STEPS + 1):
+        if len(order) < size:
+            order = torch.randperm(len(yt), generator=gen)
+        idx, order = order[:size].to(x.device), order[size:]
+        losses.append(call_step(pipe, model, (xt[idx], yt[idx]), opt))
+        if not math.isfinite(losses[-1]):
+            return f"the training loss became {losses[-1]} at step {step} (see overfit_batch)"
+        if step in (25, 50, 100, 200, BASELINE_STEPS):
+            loss, acc = evaluate(model, xh, yh, pipe)
+            if loss < (0.9 if classify else 0.8) * base_loss and (
+                    acc is None or acc > base_acc + min(4 * se, (1 - base_acc) / 2)):
+                report.details["beats_baseline"] = {"steps": step, "loss": loss, "accuracy": acc}
+                return None
+    start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    said = (f"after {step} steps of train_step on {len(yt)} samples, held-out loss is {loss:.3g} vs {base_loss:.3g} "
+            "for the best input-independent model")
+    if classify:
+        said += f", accuracy {acc:.1%} vs {base_acc:.1%} for always predicting the majority class"
+    said += f" (training loss {start:.3g} -> {end:.3g})"
+    details = {"loss": loss, "baseline_loss": base_loss, "accuracy": acc, "train_losses": losses}
+    fails = (loss > 0.9 * base_loss and acc < base_acc + 0.25 * (1 - base_acc)) if classify else loss >= 0.95 * base_loss
+    if fails:
+        why = ("the model memorizes its training samples but learns nothing that carries over: the labels are "
+               "misaligned with the inputs (shifted, shuffled separately, or from another split)"
+               if end < 0.7 * start else
+               "it does not learn at all: see overfit_batch, step_updates and param_grads")
+        report.add("beats_baseline", "error", said + f": {why}.", "Plot inputs with their labels, check that "
+                   "X and y are indexed and shuffled together; stage 1 and stage 2 (dumb baselines).", "train", **details)
+    else:
+        report.add("beats_baseline", "warning", said + ": only slightly better than ignoring the inputs.",
+                   "Check the lr and the data; stage 2 (dumb baselines).", "", **details)
+
+
+def check_caller_model_untouched(pipe, saved, report):
+    """The learner's pieces must work on the model they are given; a global `model` would train the wrong one."""
+    tensors, grads = saved["tensors"], saved["grads"]
+    changed = [k for k, v in pipe["model"].state_dict(keep_vars=True).items()
+               if k in tensors and not torch.equal(v.detach(), tensors[k])]
+    changed += [n + ".grad" for (n, p), g in zip(pipe["model"].named_parameters(), grads)
+                if (p.grad is None) != (g is None) or (g is not None and not torch.equal(p.grad, g))]
+    if changed:
+        report.add("caller_untouched", "error", f"running train_step / make_optimizer changed {len(changed)} tensors "
+                   "of the model you passed (preflight only runs copies, and has restored them): they use a global "
+                   "model instead of the model/params they are given, so training would update the wrong one.",
+                   "Use the `model` argument in train_step and `params` in make_optimizer; stage 2.", listed(changed))
