@@ -60,7 +60,8 @@ def image_png(image, scale=3):
 
 def _tile_grid(n, ncols, css_class):
     """A GridBox of n (image, caption) tiles; returns the grid and the lists of images and captions."""
-    images = [widgets.Image(format="png") for _ in range(n)]
+    images = [widgets.Image(format="png", layout=widgets.Layout(width="84px", height="84px"))  # same size
+              for _ in range(n)]
     captions = [widgets.Label(layout=widgets.Layout(width="auto")) for _ in range(n)]
     tiles = [widgets.VBox([image, caption]) for image, caption in zip(images, captions)]
     grid = widgets.GridBox(tiles, layout=widgets.Layout(grid_template_columns=f"repeat({ncols}, auto)"))
@@ -158,7 +159,7 @@ def data_browser(images, labels, classes, per_page=64, order=None, findings=None
     prev_button, next_button = widgets.Button(description="◀ Prev"), widgets.Button(description="Next ▶")
     prev_button.add_class("rk-prev")
     next_button.add_class("rk-next")
-    page_label = widgets.Label()
+    page_label = widgets.Label(layout=widgets.Layout(min_width="110px"))  # room for "page 938 / 938"
     grid, tiles, captions = _tile_grid(per_page, ncols, "rk-browser-grid")
 
     def show():
