@@ -334,3 +334,5 @@ CATALOG = [
     Bug("sorted_unshuffled_loader", "A DataLoader with shuffle=False over data stored grouped by class: "
         "each batch holds one class.", sorted_unshuffled_loader, "batch_order"),
 ]
+
+BY_NAME = {bug.name: bug for bug in CATALOG}
