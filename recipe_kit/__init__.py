@@ -3,13 +3,14 @@
 One concept per module: data (loading, verified), loader (fast batches), utils (seeds, device),
 audit and preflight (the checks, reporting through report), bugs (planted-bug pipelines), models
 (the course's small nets), train (a transparent loop), plots and widgets (looking at things),
-search and tune (hyperparameter search with Optuna, and the ideas behind it).
+search and tune (hyperparameter search with Optuna, and the ideas behind it), drills and quiz
+(interview prep).
 """
-from . import bugs, plots, search, tune, widgets
+from . import bugs, drills, plots, quiz, search, tune, widgets
 from .audit import audit_data
 from .data import DataError, Images, load_dataset, train_val_split
 from .loader import Augment, BatchLoader, channel_stats
-from .models import course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp
+from .models import MixedPrecision, course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp
 from .preflight import preflight
 from .report import ChecksFailed, Problem, Report
 from .train import EarlyStopping, evaluate, fit, predict, snapshot_predictions

@@ -44,7 +44,7 @@ def default_train_step(model, batch, loss_fn, optimizer):
 
 
 def new_history():
-    return {"step": [], "loss": [],                      # one entry per optimization step
+    return {"step": [], "loss": [], "lr": [],            # one entry per optimization step
             "epoch": [], "epoch_step": [],               # per epoch: its number and its last step
             **{key: [] for key in PER_EPOCH},             # per epoch; nan where not measured
             "stopped": None}                             # why training ended; None while running
@@ -92,11 +92,13 @@ class EarlyStopping:
 
 def fit(model, train_loader, loss_fn, optimizer, epochs=1, *, val_loader=None, train_step=None,
         callbacks=(), every=1, early_stopping=None, tensorboard_dir=None, device=None, progress=True,
-        max_steps=None):
+        max_steps=None, scheduler=None):
     """Train for `epochs` passes over train_loader (a BatchLoader, DataLoader or any (x, y) iterable).
 
     callbacks: functions cb(step, model, history), called at step 0 (the untrained model), every
     `every` steps, and once after training (history["stopped"] is then set). Returns the history dict.
+    scheduler: a torch.optim.lr_scheduler stepped after every optimization step (e.g. OneCycleLR with
+    total_steps = epochs * len(train_loader)); history["lr"] holds the rate each step used.
     progress=False (or the environment variable TQDM_DISABLE=1) turns off the progress bar.
     """
     _check_fit_args(epochs, every, max_steps, val_loader, early_stopping)
@@ -117,7 +119,10 @@ def fit(model, train_loader, loss_fn, optimizer, epochs=1, *, val_loader=None, t
             meter, start = {"n": 0, "loss_sum": 0.0, "correct": 0, "n_acc": 0, "wait": 0.0}, time.perf_counter()
             # ---- one epoch of optimization steps
             for x, y, waited in _timed_batches(train_loader, device):
+                history["lr"].append(optimizer.param_groups[0]["lr"] if optimizer is not None else math.nan)
                 out = train_step(model, (x, y), loss_fn, optimizer)
+                if scheduler is not None:
+                    scheduler.step()
                 loss, logits = out if isinstance(out, tuple) else (out, None)
                 loss, step = float(loss), step + 1
                 history["step"].append(step)

@@ -214,3 +214,53 @@ def test_models_shapes_and_log_prior_bias():
     assert loss == pytest.approx(entropy, abs=1e-5) and loss < math.log(3) / 2
     with pytest.raises(ValueError, match="num_classes=4"):
         init_final_bias_to_log_prior(model, labels, 4)
+
+
+def test_scheduler_steps_once_per_optimization_step_and_lr_is_recorded(data):
+    torch.manual_seed(0)
+    model = course_cnn(width=8)
+    train, _ = loaders(data)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=2 * len(train))
+    h = fit(model, train, nn.CrossEntropyLoss(), optimizer, 2, scheduler=scheduler, progress=False)
+    expected = torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                   max_lr=0.1, total_steps=2 * len(train))
+    lrs = []
+    for _ in range(2 * len(train)):
+        lrs.append(expected.get_last_lr()[0])
+        expected.optimizer.step()
+        expected.step()
+    assert h["lr"] == pytest.approx(lrs) and len(h["lr"]) == len(h["loss"]) == 16
+    assert h["lr"][0] < max(h["lr"]) and h["lr"][-1] < h["lr"][0]     # warm up, then anneal
+    _, plain = train_cnn(data, epochs=1)
+    assert plain["lr"] == [3e-3] * 8                                    # no scheduler: constant
+
+
+def test_course_cnn_dropout_keeps_initial_weights_and_is_off_in_eval():
+    torch.manual_seed(0)
+    plain = course_cnn(width=4)
+    torch.manual_seed(0)
+    dropped = course_cnn(width=4, dropout=0.5)
+    assert sum(isinstance(m, nn.Dropout) for m in dropped) == 2
+    assert [p.tolist() for p in plain.parameters()] == [p.tolist() for p in dropped.parameters()]
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(plain.eval()(x), dropped.eval()(x))
+
+
+def test_mixed_precision_wrapper_matches_float32_and_trains(data):
+    torch.manual_seed(0)
+    model = course_cnn(width=8)
+    x = torch.randn(4, 1, 28, 28)
+    reference = model.eval()(x)
+    fast = rk.MixedPrecision(model).eval()
+    out = fast(x)
+    assert out.dtype == torch.float32 and out.shape == (4, 10)
+    assert torch.allclose(out, reference, atol=0.1)                    # bfloat16 keeps ~3 significant digits
+    assert all(p.dtype == torch.float32 for p in fast.parameters())    # weights stay float32
+    assert set(fast.model.state_dict()) == set(course_cnn(width=8).state_dict())
+    train, val = loaders(data)
+    fast.train()
+    h = fit(fast, train, nn.CrossEntropyLoss(), torch.optim.AdamW(fast.parameters(), lr=3e-3), 3, val_loader=val,
+            progress=False)
+    assert h["val_acc"][-1] > 0.5                                      # chance is 0.1
+    assert isinstance(rk.models.bf16_is_fast("cpu"), bool) and rk.models.bf16_is_fast("meta") is False
