@@ -202,3 +202,22 @@ def image_grid(images, labels=None, classes=None, ncols=8, predicted=None, title
     ax.axis("off")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
     return ax
+
+
+def reliability_diagrams(tables):
+    """One reliability diagram per {name: calibration.reliability(...) table}: accuracy vs confidence
+    per bin (bars) against the diagonal of perfect calibration; bars below it are overconfidence."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        width = 1 / table["n_bins"]
+        centers = (np.arange(table["n_bins"]) + 0.5) * width
+        used = np.asarray(table["count"]) > 0
+        ax.bar(centers[used], np.asarray(table["accuracy"])[used], width=width * 0.9, color="C0", label="accuracy")
+        ax.plot(np.asarray(table["confidence"])[used], np.asarray(table["confidence"])[used], "o", color="C3",
+                ms=3, label="mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{name}\nECE {table['ece']:.4f}")
+    axes[0][0].set_ylabel("accuracy in bin")
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
