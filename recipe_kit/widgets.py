@@ -113,6 +113,7 @@ def data_browser(images, labels, classes, per_page=64, order=None, findings=None
     """Page through a dataset: filter by class, sort by index, brightness or audit findings.
 
     order: indices to show first (e.g. a ranking); findings: {name: [index, ...] or [(i, j), ...]}.
+    Opens on `order` if given, else on the first finding, else in index order.
     """
     images, labels = torch.as_tensor(images).cpu(), torch.as_tensor(labels).cpu()
     if len(images) != len(labels):
@@ -121,7 +122,8 @@ def data_browser(images, labels, classes, per_page=64, order=None, findings=None
         raise ValueError(f"per_page={per_page}, ncols={ncols}: use even numbers, so pairs share a row.")
     findings = dict(findings or {})
     brightness = images.flatten(1).sum(1, dtype=torch.int64)  # (N,) total intensity: sorts like the mean
-    state = {"sort": "given order" if order is not None else "index", "class": None, "page": 0}
+    first = "given order" if order is not None else (f"finding: {next(iter(findings))}" if findings else "index")
+    state = {"sort": first, "class": None, "page": 0}  # open on what the caller asked to see
 
     def update_view():
         state["view"] = browse_order(labels, state["sort"], state["class"], brightness, findings, order)

@@ -241,3 +241,11 @@ def test_learning_curves(trained):
     assert list(ax_loss.lines[0].get_ydata()) == history["loss"]
     assert len(ax_acc.lines) == 1 and list(ax_acc.lines[0].get_ydata()) == history["train_acc"]
     assert plots.smooth([1.0, float("nan"), 1.0]) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_data_browser_opens_on_the_first_finding(fmnist):
+    images, labels, classes = fmnist
+    panel = widgets.data_browser(images, labels, classes, per_page=4, ncols=2, findings={"pairs": [(5, 9), (1, 2)]})
+    assert "sorted by finding: pairs" in panel.summary()
+    assert [caption for _, caption in shown(panel.children[1])][:4] == [
+        f"#{i} {classes[int(labels[i])]} · pair {k}" for i, k in ((5, 1), (9, 1), (1, 2), (2, 2))]
