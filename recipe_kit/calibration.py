@@ -8,7 +8,7 @@ Why it matters: modern networks are overconfident (Guo et al. 2017), and a decis
 probability (a threshold, a cost, an ensemble weight) silently inherits the error. Temperature
 scaling divides the logits by one scalar T fitted on validation data: the cheapest fix, and it
 never changes which class wins. ECE is measured with torchmetrics; `reliability` adds the per-bin
-table a reliability diagram draws (plots.reliability_diagram).
+table a reliability diagram draws (plots.reliability_diagrams).
 """
 import torch
 import torch.nn.functional as F
