@@ -53,8 +53,9 @@ def random_flip(x, gen):
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def random_erase(x, gen, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0):
-    """Set one random rectangle per image to `value` with probability p (Zhong et al. 2017)."""
+def random_erase(x, gen, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0, inplace=False):
+    """Set one random rectangle per image to `value` with probability p (Zhong et al. 2017).
+    inplace=True overwrites x (the loader's own batch) instead of copying it."""
     B, _, H, W = x.shape
     u = torch.rand(5, B, generator=gen)                          # one draw: area, aspect, top, left, apply
     area = (scale[0] + u[0] * (scale[1] - scale[0])) * H * W
@@ -69,7 +70,7 @@ def random_erase(x, gen, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0)
     in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None]) & apply[:, None]  # (B, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])                 # (B, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :]                                 # (B, H, W)
-    return x.masked_fill(mask[:, None], value)
+    return x.masked_fill_(mask[:, None], value) if inplace else x.masked_fill(mask[:, None], value)
 
 
 def normalize(x, mean, std):
@@ -88,10 +89,11 @@ def augment_batch(x_uint8, augment, gen, mean=None, std=None):
     if augment.flip:
         x = random_flip(x, gen)
     x = x.float().div_(255)
-    if mean is not None:
-        x = normalize(x, mean, std)
+    if mean is not None:  # normalize(x, mean, std), in place: x is this batch's own fresh tensor
+        x.sub_(torch.as_tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None])
+        x.div_(torch.as_tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None])
     if augment.erase_p:
-        x = random_erase(x, gen, augment.erase_p, augment.erase_scale, augment.erase_ratio)
+        x = random_erase(x, gen, augment.erase_p, augment.erase_scale, augment.erase_ratio, inplace=True)
     return x
 
 
