@@ -73,11 +73,11 @@ def random_erase(x, gen, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0,
     return x.masked_fill_(mask[:, None], value) if inplace else x.masked_fill(mask[:, None], value)
 
 
-def normalize(x, mean, std):
-    """(x - mean) / std per channel; mean and std are sequences of length C."""
+def normalize(x, mean, std, inplace=False):
+    """(x - mean) / std per channel; mean and std are sequences of length C. inplace=True overwrites x."""
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
-    return (x - mean) / std
+    return x.sub_(mean).div_(std) if inplace else (x - mean) / std
 
 
 def augment_batch(x_uint8, augment, gen, mean=None, std=None):
@@ -89,9 +89,8 @@ def augment_batch(x_uint8, augment, gen, mean=None, std=None):
     if augment.flip:
         x = random_flip(x, gen)
     x = x.float().div_(255)
-    if mean is not None:  # normalize(x, mean, std), in place: x is this batch's own fresh tensor
-        x.sub_(torch.as_tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None])
-        x.div_(torch.as_tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None])
+    if mean is not None:  # in place: x is this batch's own fresh tensor
+        x = normalize(x, mean, std, inplace=True)
     if augment.erase_p:
         x = random_erase(x, gen, augment.erase_p, augment.erase_scale, augment.erase_ratio, inplace=True)
     return x
