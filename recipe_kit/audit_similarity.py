@@ -56,19 +56,20 @@ def vector_features(x, mean, std, dims=64, seed=0):
 def nearest(queries, base, k, same_set=False, chunk=512):
     """Top-k cosine neighbours of each query row in base: (similarities (Q, k), indices (Q, k)).
 
-    Chunked so that memory stays at chunk x len(base) floats. same_set=True excludes each row itself
-    (queries is base), for leave-one-out.
+    Chunked so that memory stays at chunk x len(base) doubles. same_set=True excludes each row itself
+    (queries is base), for leave-one-out. In float64: 60k cosines near 1 lie ~1e-6 apart, and float32
+    rounding (which BLAS may do differently run to run) reorders the k-th neighbour of a few percent.
     """
     k = min(k, len(base) - int(same_set))
-    base_t = base.T.contiguous()                                     # (F, B)
+    base_t = base.T.double().contiguous()                            # (F, B)
     sims, idx = [], []
     for start in range(0, len(queries), chunk):
-        s = queries[start:start + chunk] @ base_t                    # (chunk, B)
+        s = queries[start:start + chunk].double() @ base_t           # (chunk, B)
         if same_set:
             rows = torch.arange(s.shape[0])
             s[rows, rows + start] = -2.0                             # below any cosine
         v, i = s.topk(k, dim=1)
-        sims.append(v)
+        sims.append(v.float())
         idx.append(i)
     return torch.cat(sims), torch.cat(idx)
 
