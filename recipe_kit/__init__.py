@@ -10,7 +10,8 @@ from . import bugs, drills, plots, quiz, search, tune, widgets
 from .audit import audit_data
 from .data import DataError, Images, load_dataset, train_val_split
 from .loader import Augment, BatchLoader, channel_stats
-from .models import MixedPrecision, course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp
+from .models import (MixedPrecision, course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp,
+                     vgg_cnn)
 from .preflight import preflight
 from .report import ChecksFailed, Problem, Report
 from .train import EarlyStopping, evaluate, fit, predict, snapshot_predictions

@@ -3,6 +3,7 @@
     model = course_cnn(in_channels=1, num_classes=10)          # Fashion-MNIST (28x28)
     model = course_cnn(in_channels=3, num_classes=10, image_size=32)   # CIFAR-10
     init_final_bias_to_log_prior(model, train.labels, 10)     # loss at init = label entropy
+    model = vgg_cnn(in_channels=1, num_classes=10, width=16)  # two convs per stage (notebook 6)
     fast = MixedPrecision(model)        # opt-in bfloat16 speed-up where bf16_is_fast(device)
 """
 import torch
@@ -28,6 +29,25 @@ def course_cnn(in_channels=1, num_classes=10, width=32, image_size=28, dropout=0
         *drop, nn.Linear(2 * width * s * s, 128), nn.ReLU(),
         *drop, nn.Linear(128, num_classes),                                # (B, num_classes) logits
     )
+
+
+def vgg_cnn(in_channels=1, num_classes=10, width=16, stages=2, image_size=28, hidden=256):
+    """VGG-style: per stage two 3x3 conv-BN-ReLU and a 2x2 max-pool, channels doubling per stage.
+
+    Why: notebook 6's long runs. Two convs per resolution see a 5x5 neighbourhood before each pool, which
+    buys more accuracy per second of CPU than widening the course CNN (width 16, 2 stages: ~0.4M params).
+    """
+    if stages < 1 or image_size >> stages < 1:
+        raise ValueError(f"stages={stages}, image_size={image_size}: need 1 <= stages and image_size >= 2**stages.")
+    layers, channels, size = [], in_channels, image_size
+    for stage in range(stages):
+        out = width * 2 ** stage
+        for conv_in in (channels, out):                   # conv bias is redundant before BatchNorm
+            layers += [nn.Conv2d(conv_in, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+        layers.append(nn.MaxPool2d(2))                     # (B, out, size // 2, size // 2)
+        channels, size = out, size // 2
+    return nn.Sequential(*layers, nn.Flatten(),            # (B, channels * size * size)
+                         nn.Linear(channels * size * size, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
 class MixedPrecision(nn.Module):

@@ -8,8 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import recipe_kit as rk
 from recipe_kit.loader import channel_stats
-from recipe_kit.models import course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp
-from recipe_kit.train import EarlyStopping, evaluate, fit, predict, snapshot_predictions
+from recipe_kit.models import course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp, vgg_cnn
+from recipe_kit.train import EarlyStopping, default_train_step, evaluate, fit, predict, snapshot_predictions
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,24 @@ def test_fit_rejects_bad_arguments(data):
     one_shot = iter([next(iter(train))])
     with pytest.raises(ValueError, match="no batches in epoch 2"):
         fit(model, one_shot, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), 2, progress=False)
+
+
+def test_vgg_cnn_stages_shapes_and_learns():
+    assert vgg_cnn()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    three = vgg_cnn(in_channels=3, num_classes=5, width=4, stages=3, image_size=32)
+    assert three(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    convs = [m for m in three if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 8, 8, 16, 16] and all(c.bias is None for c in convs)
+    assert three[-3].in_features == 16 * 4 * 4                          # 32 -> 16 -> 8 -> 4 after three pools
+    assert vgg_cnn(stages=3)[-3].in_features == 64 * 3 * 3              # 28 -> 14 -> 7 -> 3 (pools floor)
+    with pytest.raises(ValueError, match="stages=5"):
+        vgg_cnn(stages=5, image_size=28)
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    model = vgg_cnn(width=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = [default_train_step(model, (x, y), nn.CrossEntropyLoss(), optimizer)[0] for _ in range(30)]
+    assert losses[-1] < 0.2 * losses[0], "it fits one batch: every layer is wired to the next"
 
 
 def test_models_shapes_and_log_prior_bias():
