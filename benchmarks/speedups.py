@@ -1,11 +1,13 @@
-"""Is rk.MixedPrecision worth opting in to here? Training-step time of the course CNN, side by side.
+"""Is rk.MixedPrecision worth opting in to here? Training-step time of a course model, side by side.
 
-    .venv/bin/python benchmarks/speedups.py [--width 32] [--steps 20]
+    .venv/bin/python benchmarks/speedups.py [--model course|vgg] [--width 32] [--steps 20]
 
-Runs the same steps (batch 256, AdamW) in float32, float32 channels_last, bfloat16 autocast, and
-bfloat16 + channels_last (= rk.MixedPrecision), interleaved round by round so that machine noise
-hits all four alike, and prints seconds per 60k-image epoch and the speed-up over float32.
-Measured on 2 cores of a Xeon with AMX (torch 2.14.1): about 2.9x for MixedPrecision at width 32.
+Runs the same steps (batch 256, AdamW) of the course CNN (or, with --model vgg, of notebook 6's
+rk.vgg_cnn) in float32, float32 channels_last, bfloat16 autocast, and bfloat16 + channels_last
+(= rk.MixedPrecision), interleaved round by round so that machine noise hits all four alike, and
+prints seconds per 60k-image epoch and the speed-up over float32.
+Measured on 2 cores of a Xeon with AMX (torch 2.14.1): 2.4-2.9x for MixedPrecision (course CNN,
+width 32) and about 2.2x (--model vgg, width 16), varying from run to run with the machine's load.
 On a CPU without AMX or AVX512-BF16 bfloat16 can be slower: rk.models.bf16_is_fast says which.
 """
 import argparse
@@ -17,11 +19,11 @@ import torch.nn as nn
 import recipe_kit as rk
 
 
-def variants(width):
+def variants(model, width):
     """name -> model, all with the same initial weights."""
     def fresh():
         torch.manual_seed(0)
-        return rk.course_cnn(1, 10, width=width)
+        return rk.vgg_cnn(1, 10, width=width) if model == "vgg" else rk.course_cnn(1, 10, width=width)
 
     class Float32ChannelsLast(nn.Module):
         def __init__(self, model):
@@ -54,13 +56,15 @@ def time_steps(model, x, y, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--model", choices=["course", "vgg"], default="course")
+    parser.add_argument("--width", type=int, default=None, help="default: 32 (course), 16 (vgg)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(2)
     x, y = torch.randn(256, 1, 28, 28), torch.randint(0, 10, (256,))
-    models = variants(args.width)
+    width = args.width or (16 if args.model == "vgg" else 32)
+    models = variants(args.model, width)
     for model in models.values():
         time_steps(model, x, y, 3)                                   # warm-up: oneDNN picks its kernels
     seconds = {name: [] for name in models}
@@ -68,7 +72,7 @@ def main():
         for name, model in models.items():
             seconds[name].append(time_steps(model, x, y, args.steps))
     base = min(seconds["float32"])
-    print(f"course CNN width {args.width}, batch 256, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"{args.model} CNN width {width}, batch 256, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"bf16_is_fast(cpu) = {rk.models.bf16_is_fast('cpu')}")
     for name, times in seconds.items():
         best = min(times)

@@ -54,7 +54,7 @@ class MixedPrecision(nn.Module):
     """Runs `model` in bfloat16 autocast and channels_last memory layout; returns float32 logits.
 
     Why: an explicit opt-in speed-up. On CPUs with AMX or AVX512-BF16 (and recent GPUs) the course
-    CNN trains ~2.9x faster (benchmarks/speedups.py); elsewhere it can be slower, see bf16_is_fast.
+    CNN trains 2.4-2.9x faster (benchmarks/speedups.py); elsewhere it can be slower, see bf16_is_fast.
     Weights stay float32 (autocast casts per op), so optimizers and checkpoints are unchanged:
     save `wrapper.model.state_dict()`.
     """
