@@ -34,7 +34,7 @@ def course_cnn(in_channels=1, num_classes=10, width=32, image_size=28, dropout=0
 def vgg_cnn(in_channels=1, num_classes=10, width=16, stages=2, image_size=28, hidden=256):
     """VGG-style: per stage two 3x3 conv-BN-ReLU and a 2x2 max-pool, channels doubling per stage.
 
-    Why: notebook 6's long runs. Two convs per resolution see a 5x5 neighbourhood before each pool, which
+    Why: notebook 6's long run. Two convs per resolution see a 5x5 neighbourhood before each pool, which
     buys more accuracy per second of CPU than widening the course CNN (width 16, 2 stages: ~0.4M params).
     """
     if stages < 1 or image_size >> stages < 1:
