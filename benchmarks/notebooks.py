@@ -1,13 +1,19 @@
 """Time each course notebook top to bottom, as a learner's "Restart & Run All" would, against its budget.
 
-    .venv/bin/python benchmarks/notebooks.py [notebooks/01_*.ipynb ...]
+    .venv/bin/python benchmarks/notebooks.py [--avx2] [notebooks/01_*.ipynb ...]
 
-Budgets (2 CPU cores): notebooks 1-5 at most 4 minutes each, notebook 6 at most 6; all six under 20.
+Budgets (2 CPU cores): notebooks 1-5 at most 4 minutes each, notebook 6 at most 6; all six under 20,
+on CPUs with fast bfloat16 and on AVX2-only CPUs alike. --avx2 runs the kernels as on an AVX2-only
+CPU (recipe_kit.cpu.AVX2_ENV: no AVX-512, no AMX, so bfloat16 is off), which is how to measure the
+slow path on a bigger machine. The first line printed says which path ran.
 Executes copies in a temporary folder; the committed notebooks are not modified. Notebook 6
 ensembles the models notebooks 3-5 save in runs/models/: run alone, it is timed with the ones
 already in this checkout's runs/models/ (as after a learner's run-through), else it trains stand-ins.
 """
+import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +35,17 @@ def run(path, workdir):
     return time.perf_counter() - start
 
 
-def main(paths):
+def cpu_path():
+    """recipe_kit.cpu.describe() as the notebooks' kernels will see it (they inherit this environment)."""
+    code = "import torch; torch.set_num_threads(2); import recipe_kit; print(recipe_kit.cpu.describe())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def main(paths, avx2=False):
+    if avx2:
+        from recipe_kit.cpu import AVX2_ENV
+        os.environ.update(AVX2_ENV)
+    print("CPU path:", cpu_path(), flush=True)
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     total, over = 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,4 +65,8 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="default: all six, in order")
+    parser.add_argument("--avx2", action="store_true", help="run as on an AVX2-only CPU (bfloat16 off)")
+    args = parser.parse_args()
+    sys.exit(main(args.notebooks, avx2=args.avx2))

@@ -6,7 +6,7 @@ audit and preflight (the checks, reporting through report), bugs (planted-bug pi
 search and tune (hyperparameter search with Optuna, and the ideas behind it), drills and quiz
 (interview prep).
 """
-from . import bugs, drills, plots, quiz, search, tune, widgets
+from . import bugs, cpu, drills, plots, quiz, search, tune, widgets
 from .audit import audit_data
 from .data import DataError, Images, load_dataset, train_val_split
 from .loader import Augment, BatchLoader, channel_stats

@@ -6,6 +6,8 @@
     model = vgg_cnn(in_channels=1, num_classes=10, width=16)  # two convs per stage (notebook 6)
     fast = MixedPrecision(model)        # opt-in bfloat16 speed-up where bf16_is_fast(device)
 """
+import os
+
 import torch
 import torch.nn as nn
 
@@ -69,14 +71,23 @@ class MixedPrecision(nn.Module):
 
 
 def bf16_is_fast(device):
-    """Whether bfloat16 autocast speeds up training on `device`: GPUs with bf16, CPUs with AMX/AVX512-BF16."""
+    """Whether bfloat16 autocast speeds up training on `device`: GPUs with bf16, CPUs with AMX/AVX512-BF16.
+
+    On CPU it honours the instruction-set caps a user sets to emulate a smaller CPU
+    (ATEN_CPU_CAPABILITY=avx2 or default, ONEDNN_MAX_CPU_ISA=AVX2 ...): there bfloat16 runs emulated,
+    about 8x slower than float32 (measured on an AVX2-only AMD EPYC), so the answer is False.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":  # torch's own CPU feature probes (private: absent in some versions, then False)
-        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    return False
+    if device.type != "cpu":
+        return False
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2") or not (
+            onednn_cap == "ALL" or "BF16" in onednn_cap or "AMX" in onednn_cap):
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch's own probes (private: may be absent)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def mlp(in_features, num_classes, hidden=(256,), dropout=0.0):
