@@ -3,10 +3,11 @@
 One concept per module: data (loading, verified), loader (fast batches), utils (seeds, device),
 audit and preflight (the checks, reporting through report), bugs (planted-bug pipelines), models
 (the course's small nets), train (a transparent loop), errors (what a model gets wrong), plots and
-widgets (looking at things), search and tune (hyperparameter search with Optuna, and the ideas
-behind it), drills and quiz (interview prep), learner (a learner's own copies, solutions on demand).
+widgets (looking at things), search, tune and progress (hyperparameter search with Optuna, the
+ideas behind it, when to stop), drills and quiz (interview prep), learner (a learner's own copies,
+solutions on demand).
 """
-from . import bugs, drills, errors, plots, quiz, search, tune, widgets
+from . import bugs, drills, errors, plots, progress, quiz, search, tune, widgets
 from .audit import audit_data
 from .data import DataError, Images, load_dataset, train_val_split
 from .errors import most_confused, top_losses

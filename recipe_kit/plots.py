@@ -286,3 +286,32 @@ def confused_pairs(table, images, classes=None, n_pairs=4, per_pair=4):
     fig.suptitle("most confused pairs: the errors (left) beside the class they were taken for (right)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- tuning progress
+
+def best_so_far(values, patience=10, noise=0.0, direction="maximize", ax=None):
+    """Diminishing returns of tuning: every trial's value (dots) and the best so far (a step line)
+    against the number of trials, with the point where progress.when_to_stop says stop (a dashed
+    line) and what the trials after it still added."""
+    from .progress import when_to_stop
+    result = when_to_stop(values, patience, noise, direction)
+    trials = np.arange(1, len(result["best"]) + 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.plot(trials, [float(v) for v in values], "o", color="C0", alpha=0.4, ms=4, label="trial")
+    ax.step(trials, result["best"], where="post", color="C1", label="best so far")
+    stop = result["stop_after"]
+    if stop:
+        ax.axvline(stop, color="C3", ls="--", lw=1)
+        ax.plot(stop, result["best"][stop - 1], "o", color="C3", ms=8, mfc="none",
+                label=f"stop here: trial {stop}; the next {len(trials) - stop} added {result['gain_after_stop']:.3g}")
+    else:
+        ax.text(0.98, 0.04, f"still improving after {len(trials)} trials", transform=ax.transAxes, ha="right",
+                fontsize=8, color="C3")
+    ax.set(xlabel="trials run", ylabel="value", title=result["rule"])
+    ax.title.set_fontsize(9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="best", fontsize=8)
+    ax.figure.tight_layout()
+    return ax
