@@ -11,7 +11,6 @@ from . import bugs, drills, errors, plots, progress, quiz, search, tune, widgets
 from .audit import audit_data
 from .data import DataError, Images, load_dataset, train_val_split
 from .errors import most_confused, top_losses
-from .learner import solution
 from .loader import Augment, BatchLoader, channel_stats
 from .models import (MixedPrecision, course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp,
                      vgg_cnn)
@@ -21,3 +20,10 @@ from .train import EarlyStopping, evaluate, fit, predict, snapshot_predictions
 from .utils import pick_device, seed_everything
 
 __version__ = "0.1.0"
+
+
+def solution(stage, n):
+    """Exercise n of notebook `stage`, solved: see learner.solution. (Imported on first use, so that
+    `python -m recipe_kit.learner` runs a module the package has not already loaded.)"""
+    from .learner import solution
+    return solution(stage, n)

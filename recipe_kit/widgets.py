@@ -7,6 +7,8 @@ and meaningful. static=True returns just the matplotlib figure instead of a widg
 
     rk.widgets.data_browser(train.images, train.labels, train.classes, findings={"near duplicates": pairs})
     rk.widgets.batch_viewer(loader, train.classes)                  # the tensors that enter the model
+    rk.widgets.error_browser(rk.errors.predictions_table(model, val_loader, classes=val.classes),
+                             val.images, val.classes)               # what the model gets most wrong
     dash = rk.widgets.live_loss(); display(dash); fit(..., callbacks=[dash.callback])
 """
 import base64
@@ -397,7 +399,8 @@ def error_views(table, max_pairs=10):
     "highest loss" (all examples), "errors only", then one view per most confused pair."""
     from .errors import confused_pairs
     ranked = table.sort_values(["loss", "index"], ascending=[False, True], kind="stable")
-    views = {"highest loss": list(ranked.index), "errors only": list(ranked.index[ranked["true"] != ranked["predicted"]])}
+    wrong = ranked["true"] != ranked["predicted"]
+    views = {"highest loss": list(ranked.index), "errors only": list(ranked.index[wrong])}
     named = "true_name" in table
     for pair in confused_pairs(table).head(max_pairs).itertuples(index=False):
         name = f"{pair.true_name} → {pair.predicted_name}" if named else f"{pair.true} → {pair.predicted}"

@@ -1,7 +1,5 @@
 """A learner's working copies: blank exercises, solutions on demand, and edits never overwritten."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -105,9 +103,7 @@ def test_a_copy_without_a_record_is_never_overwritten(tmp_path):
 
 
 def test_command_line_and_course_open_make_copies_before_jupyter(tmp_path, capsys):
-    run = subprocess.run([sys.executable, "-m", "recipe_kit.learner", "copies", str(tmp_path)],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 0 and run.stdout.count("created") == 6
+    assert learner.main(["copies", str(tmp_path)]) == 0 and capsys.readouterr().out.count("created") == 6
     assert learner.main(["solution", "1", "9"]) == 1 and "has exercises [1, 2, 3]" in capsys.readouterr().err
     assert learner.main(["solution", "1", "1"]) == 0 and "def class_counts" in capsys.readouterr().out
     script = (ROOT / "course").read_text()
