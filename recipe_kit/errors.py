@@ -32,11 +32,17 @@ def _batches(data, labels, batch_size):
     if getattr(data, "shuffle", False) or isinstance(getattr(data, "sampler", None), torch.utils.data.RandomSampler):
         raise ValueError("data is a loader that shuffles: rows would not line up with the images. Build it with "
                          "shuffle=False.")
-    epoch = getattr(data, "epoch", None)  # a BatchLoader counts its epochs: looking must not shift them
-    batches = [(b[0], b[1]) if isinstance(b, (tuple, list)) else (b, None) for b in data]
-    if epoch is not None:
-        data.epoch = epoch
-    return batches
+    return _loader_batches(data)
+
+
+def _loader_batches(loader):
+    epoch = getattr(loader, "epoch", None)  # a BatchLoader counts its epochs: looking must not shift them
+    try:
+        for b in loader:
+            yield (b[0], b[1]) if isinstance(b, (tuple, list)) else (b, None)
+    finally:
+        if epoch is not None:
+            loader.epoch = epoch
 
 
 @torch.no_grad()
