@@ -101,7 +101,10 @@ def make_copies(dest=COPIES_DIR, notebooks=None):
                              "or the course notebook would be replaced by its student version.")
     dest.mkdir(parents=True, exist_ok=True)
     manifest_path = dest / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    except ValueError:  # damaged: every existing copy then counts as edited, so none is overwritten
+        manifest = {}
     results = []
     for path in notebooks:
         status, message = _copy_one(path, dest, manifest)

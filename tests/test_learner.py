@@ -98,6 +98,9 @@ def test_a_copy_without_a_record_is_never_overwritten(tmp_path):
     assert status == "beside" and (copies / NOTEBOOK).read_text() == "not even a notebook"
     manifest = json.loads((copies / learner.MANIFEST).read_text())
     assert NOTEBOOK not in manifest  # still not ours: a later run must not overwrite it either
+    (copies / learner.MANIFEST).write_text("{damaged")
+    [(_, status, _)] = learner.make_copies(copies, [NOTEBOOKS_DIR / NOTEBOOK])
+    assert status == "beside" and (copies / NOTEBOOK).read_text() == "not even a notebook"
     with pytest.raises(ValueError, match="choose another folder"):
         learner.make_copies(NOTEBOOKS_DIR, [NOTEBOOKS_DIR / NOTEBOOK])
 
