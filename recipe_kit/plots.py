@@ -171,9 +171,10 @@ def confusion_matrix(y_true, y_pred, classes, normalize=True):
     return ax
 
 
-def image_grid(images, labels=None, classes=None, ncols=8, predicted=None, titles=None):
+def image_grid(images, labels=None, classes=None, ncols=8, predicted=None, titles=None, title_colors=None):
     """Images (N, C, H, W) in a grid, titled with their label, or "prediction (true: label)" in red
-    when wrong, or with your own `titles` (one string per image). Drawn as one mosaic: fast for 100s."""
+    when wrong, or with your own `titles` (one string per image, colored by `title_colors` if given).
+    Drawn as one mosaic: fast for 100s."""
     n = len(images)
     if n == 0:
         raise ValueError("image_grid got no images.")
@@ -182,6 +183,8 @@ def image_grid(images, labels=None, classes=None, ncols=8, predicted=None, title
     tiles = [as_display_image(images[i]) for i in range(n)]   # each (H, W) or (H, W, 3), 0..1
     H, W = tiles[0].shape[:2]
     top = H // 3 if predicted is not None else H // 4        # pixels above each tile for its caption
+    if titles is not None:                                   # about H/6 pixels per line of 7-point text
+        top = max(top, math.ceil(max(t.count("\n") + 1 for t in titles) * H / 6))
     mosaic = np.ones((nrows * (top + H), ncols * (W + 2)) + tiles[0].shape[2:])  # white background
     inches = 1.3 / (W + 2)                                    # each tile about 1.3 inches wide
     fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inches, mosaic.shape[0] * inches))
@@ -192,6 +195,7 @@ def image_grid(images, labels=None, classes=None, ncols=8, predicted=None, title
         title, color = "", "black"
         if titles is not None:
             title = titles[i]
+            color = title_colors[i] if title_colors is not None else color
         elif labels is not None and predicted is not None:
             title = f"{_class_name(classes, int(predicted[i]))}\n(true: {_class_name(classes, int(labels[i]))})"
             color = "red" if int(predicted[i]) != int(labels[i]) else "black"
@@ -221,3 +225,93 @@ def reliability_diagrams(tables):
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- error analysis
+
+def _error_title(row, classes):
+    return (f"{_class_name(classes, int(row.predicted))} {row.confidence:.2f}\n"
+            f"true: {_class_name(classes, int(row.true))}\nloss {row.loss:.2f}")
+
+
+def top_losses(table, images, classes=None, k=16, ncols=8):
+    """The k highest-loss examples of an errors.predictions_table (or of its top_losses rows): each
+    image titled "predicted confidence / true: class / loss", red when wrong. images: the split as
+    stored (e.g. val.images, uint8), indexed by the table's "index" column."""
+    from .errors import rank_losses
+    rows = rank_losses(table, k)
+    if rows["index"].max() >= len(images):
+        raise ValueError(f"the table refers to image {rows['index'].max()} but images holds {len(images)}: "
+                         "pass the images of the split the table was computed on, in the same order.")
+    ax = image_grid(torch.as_tensor(images)[rows["index"].tolist()], ncols=ncols,
+                    titles=[_error_title(r, classes) for r in rows.itertuples(index=False)],
+                    title_colors=["red" if r.true != r.predicted else "black" for r in rows.itertuples(index=False)])
+    ax.set_title(f"top {len(rows)} losses of {len(table)}", fontsize=9)
+    return ax.figure
+
+
+def confused_pairs(table, images, classes=None, n_pairs=4, per_pair=4):
+    """The most confused class pairs side by side, one row each: on the left, images of class A the
+    model took for B (highest loss first); on the right, images of B it gets right (most confident),
+    so you can see what it thinks B looks like. Is it a label error, an ambiguous image, or a cue
+    the model lacks?"""
+    from .errors import confused_pairs as pairs_of
+    images = torch.as_tensor(images)
+    pairs = pairs_of(table).head(n_pairs)
+    if pairs.empty:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no errors: no confused pairs", ha="center", va="center")
+        return fig
+    fig, axes = plt.subplots(len(pairs), 2 * per_pair + 1, figsize=(1.1 * (2 * per_pair + 1), 1.35 * len(pairs)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * per_pair + [0.3] + [1] * per_pair})
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, pair in enumerate(pairs.itertuples(index=False)):
+        a, b = _class_name(classes, int(pair.true)), _class_name(classes, int(pair.predicted))
+        mistaken = table[(table["true"] == pair.true) & (table["predicted"] == pair.predicted)]
+        mistaken = mistaken.sort_values(["loss", "index"], ascending=[False, True], kind="stable").head(per_pair)
+        right = table[(table["true"] == pair.predicted) & (table["predicted"] == pair.predicted)]
+        right = right.sort_values(["confidence", "index"], ascending=[False, True], kind="stable").head(per_pair)
+        for j, row in enumerate(mistaken.itertuples(index=False)):
+            axes[r, j].imshow(as_display_image(images[int(row.index)]), cmap="gray", vmin=0, vmax=1)
+            axes[r, j].set_title(f"#{row.index} p={row.confidence:.2f}", fontsize=7, color="red")
+        for j, row in enumerate(right.itertuples(index=False)):
+            axes[r, per_pair + 1 + j].imshow(as_display_image(images[int(row.index)]), cmap="gray", vmin=0, vmax=1)
+            axes[r, per_pair + 1 + j].set_title(f"#{row.index} p={row.confidence:.2f}", fontsize=7)
+        axes[r, 0].text(-0.15, 0.5, f"{a} taken\nfor {b}\n({pair.count}x)", transform=axes[r, 0].transAxes,
+                        ha="right", va="center", fontsize=8)
+        axes[r, -1].text(1.1, 0.5, f"{b},\nright", transform=axes[r, -1].transAxes, ha="left", va="center",
+                         fontsize=8)
+    fig.suptitle("most confused pairs: the errors (left) beside the class they were taken for (right)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- tuning progress
+
+def best_so_far(values, patience=10, noise=0.0, direction="maximize", ax=None):
+    """Diminishing returns of tuning: every trial's value (dots) and the best so far (a step line)
+    against the number of trials, with the point where progress.when_to_stop says stop (a dashed
+    line) and what the trials after it still added."""
+    from .progress import when_to_stop
+    result = when_to_stop(values, patience, noise, direction)
+    trials = np.arange(1, len(result["best"]) + 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.plot(trials, [float(v) for v in values], "o", color="C0", alpha=0.4, ms=4, label="trial")
+    ax.step(trials, result["best"], where="post", color="C1", label="best so far")
+    stop = result["stop_after"]
+    if stop:
+        ax.axvline(stop, color="C3", ls="--", lw=1)
+        ax.plot(stop, result["best"][stop - 1], "o", color="C3", ms=8, mfc="none",
+                label=f"stop here: trial {stop}; the next {len(trials) - stop} added {result['gain_after_stop']:.3g}")
+    else:
+        ax.text(0.98, 0.04, f"still improving after {len(trials)} trials", transform=ax.transAxes, ha="right",
+                fontsize=8, color="C3")
+    ax.set(xlabel="trials run", ylabel="value", title=result["rule"])
+    ax.title.set_fontsize(9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="best", fontsize=8)
+    ax.figure.tight_layout()
+    return ax

@@ -72,7 +72,18 @@ QUESTIONS = {
       Q("A model regularized heavily from the first run has a high training loss. What can you conclude?",
         ("It is underfitting because of the regularizers", "It has a bug", "Nothing yet: it could be "
          "either, which is why you overfit first"), 2,
-        "Regularizing from the start hides whether the model can fit at all.")],
+        "Regularizing from the start hides whether the model can fit at all."),
+      Q("Adam with weight_decay=1e-2 barely changes the weights that have large gradients. Why, and the fix?",
+        ("Weight decay needs a smaller learning rate", "Adam rescales the added L2 gradient per parameter, so "
+         "large-gradient weights barely decay; use AdamW, which decays the weights directly",
+         "Weight decay only acts on biases"), 1,
+        "Adam's weight_decay adds wd * w to the gradient, which the per-parameter normalization then shrinks "
+        "where gradients are large. AdamW (decoupled decay) multiplies every weight by 1 - lr * wd each step."),
+      Q("Train accuracy 99%, validation 85%. Two runs with and without dropout differ by 0.2 points on "
+        "10,000 validation images. What do you conclude?",
+        ("Dropout helped", "Dropout hurt", "Nothing: the standard error is about 0.36 points, so 0.2 is noise"), 2,
+        "sqrt(p (1 - p) / n) = sqrt(0.85 * 0.15 / 10000) = 0.36%; a difference under about two standard errors "
+        "(and under the epoch-to-epoch jitter) is not evidence. Repeat with more seeds, or train longer.")],
     5: [Q("Why random search rather than grid search at the same budget?",
           ("It is faster per trial", "It tries many more distinct values of each hyperparameter, and "
            "usually only a few matter", "It always finds the optimum"), 1,
@@ -80,7 +91,18 @@ QUESTIONS = {
           "axis that matters (Bergstra & Bengio 2012)."),
       Q("How should the learning rate be sampled?",
         ("Uniformly between 1e-5 and 1e-1", "Log-uniformly between 1e-5 and 1e-1", "From a grid of 3 values"), 1,
-        "The learning rate acts multiplicatively; uniform sampling would spend 90% of trials above 1e-2.")],
+        "The learning rate acts multiplicatively; uniform sampling would spend 90% of trials above 1e-2."),
+      Q("An LR range test's loss is flat up to 1e-4, falls until 3e-2, then blows up. Which learning rate?",
+        ("1e-4, where it starts to move", "About 3e-3: well inside the falling part, a tenth of where it turns up",
+         "3e-2, the lowest loss", "1.0, the largest tried"), 1,
+        "The minimum is at the edge of divergence; a tenth of it (or the steepest fall) is a safe start. Read it "
+        "as a range, then confirm with a few short trials."),
+      Q("After 40 trials the best-so-far curve has not risen by more than the seed-to-seed noise in the last "
+        "15. What now?",
+        ("Run 100 more trials", "Stop tuning: spend the compute on a longer run, more data or an ensemble",
+         "Switch to grid search"), 1,
+        "Tuning has diminishing returns: once the best trial stops improving by more than the noise, more "
+        "trials mostly select lucky seeds (overfitting the validation set). Stage 6 pays more now.")],
     6: [Q("Which usually gives a reliable last 1-2% of accuracy?",
           ("An ensemble of independently trained models", "A different random seed", "A larger test set"), 0,
           "Ensembles average out independent errors; distillation can compress them back into one model."),

@@ -7,6 +7,8 @@ and meaningful. static=True returns just the matplotlib figure instead of a widg
 
     rk.widgets.data_browser(train.images, train.labels, train.classes, findings={"near duplicates": pairs})
     rk.widgets.batch_viewer(loader, train.classes)                  # the tensors that enter the model
+    rk.widgets.error_browser(rk.errors.predictions_table(model, val_loader, classes=val.classes),
+                             val.images, val.classes)               # what the model gets most wrong
     dash = rk.widgets.live_loss(); display(dash); fit(..., callbacks=[dash.callback])
 """
 import base64
@@ -388,3 +390,95 @@ def live_loss(min_interval_s=1.0, smoothing=0.9, log_scale=False):
         return figure_png(loss_figure(history, smoothing, log_scale)) if history and history["loss"] else None
 
     return Panel([status, picture], lambda: "live loss: " + status.value, render_png, callback=callback)
+
+
+# ----------------------------------------------------------------------------- error browser
+
+def error_views(table, max_pairs=10):
+    """The error browser's views: {name: row positions of `table` to show, highest loss first}.
+    "highest loss" (all examples), "errors only", then one view per most confused pair."""
+    from .errors import confused_pairs
+    ranked = table.sort_values(["loss", "index"], ascending=[False, True], kind="stable")
+    wrong = ranked["true"] != ranked["predicted"]
+    views = {"highest loss": list(ranked.index), "errors only": list(ranked.index[wrong])}
+    named = "true_name" in table
+    for pair in confused_pairs(table).head(max_pairs).itertuples(index=False):
+        name = f"{pair.true_name} → {pair.predicted_name}" if named else f"{pair.true} → {pair.predicted}"
+        chosen = (ranked["true"] == pair.true) & (ranked["predicted"] == pair.predicted)
+        views[f"{name} ({pair.count})"] = list(ranked.index[chosen])
+    return views
+
+
+def error_browser(table, images, classes=None, per_page=32, ncols=8, static=False):
+    """Page through what a model gets wrong: highest loss first, errors only, or one confused pair.
+
+    table: errors.predictions_table(model, val_loader, classes=...); images: that split's images as
+    stored (e.g. val.images), indexed by the table's "index" column. Captions read
+    "#index predicted confidence (true: class)"; a wrong prediction is marked ✗.
+    static=True returns the figure of the first page (errors only) instead of a widget.
+    """
+    images = torch.as_tensor(images).cpu()
+    if len(table) and table["index"].max() >= len(images):
+        raise ValueError(f"the table refers to image {table['index'].max()} but images holds {len(images)}: "
+                         "pass the images of the split the table was computed on, in the same order.")
+    views = error_views(table)
+    state = {"view": "errors only", "page": 0}
+
+    def name(label):
+        return classes[int(label)] if classes is not None else str(int(label))
+
+    def rows():
+        positions = views[state["view"]]
+        return table.loc[positions[state["page"] * per_page:(state["page"] + 1) * per_page]]
+
+    def pages():
+        return max(1, math.ceil(len(views[state["view"]]) / per_page))
+
+    def caption(row):
+        mark = "✗ " if row.true != row.predicted else ""
+        return f"{mark}#{row.index} {name(row.predicted)} {row.confidence:.2f} (true: {name(row.true)})"
+
+    def summary():
+        errors, n = len(views["errors only"]), len(table)
+        pairs = [v for v in views if v not in ("highest loss", "errors only")][:3]
+        return (f"error browser: {errors} errors in {n} examples ({errors / max(1, n):.1%}); showing "
+                f"{state['view']}, page {state['page'] + 1} / {pages()}; most confused: {', '.join(pairs) or 'none'}")
+
+    def figure():
+        shown = rows()
+        if shown.empty:
+            fig, ax = plt.subplots(figsize=(4, 1))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no errors", ha="center", va="center")
+            return fig
+        titles = [caption(r).replace(" (true", "\n(true") for r in shown.itertuples(index=False)]
+        colors = ["red" if r.true != r.predicted else "black" for r in shown.itertuples(index=False)]
+        return image_grid(images[shown["index"].tolist()], titles=titles, title_colors=colors, ncols=ncols).figure
+
+    if static:
+        return figure()
+    view_menu = widgets.Dropdown(options=list(views), value=state["view"], description="show")
+    prev_button, next_button = widgets.Button(description="◀ Prev"), widgets.Button(description="Next ▶")
+    page_label = widgets.Label(layout=widgets.Layout(min_width="110px"))
+    grid, tiles, captions = _tile_grid(per_page, ncols, "rk-error-grid")
+
+    def show():
+        shown = list(rows().itertuples(index=False))
+        _show_tiles(tiles, captions, [image_png(images[r.index]) for r in shown], [caption(r) for r in shown])
+        page_label.value = f"page {state['page'] + 1} / {pages()}"
+        prev_button.disabled, next_button.disabled = state["page"] == 0, state["page"] >= pages() - 1
+
+    def on_view(change):
+        state["view"], state["page"] = change["new"], 0
+        show()
+
+    def turn(delta):
+        state["page"] = min(max(0, state["page"] + delta), pages() - 1)
+        show()
+
+    view_menu.observe(on_view, names="value")
+    prev_button.on_click(lambda _: turn(-1))
+    next_button.on_click(lambda _: turn(+1))
+    show()
+    return Panel([widgets.HBox([view_menu, prev_button, page_label, next_button]), grid], summary,
+                 lambda: figure_png(figure()))
