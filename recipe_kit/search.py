@@ -25,16 +25,17 @@ import optuna
 import pandas as pd
 import sqlalchemy
 
-from .data import PROJECT_ROOT
+from .data import default_dir
 
-RUNS_DIR = PROJECT_ROOT / "runs"
+RUNS_DIR = default_dir("runs", "RECIPE_RUNS_DIR")  # <checkout>/runs, else ~/.local/share/recipe-kit/runs
 SQLITE_TIMEOUT_S = 60  # seconds a worker waits for another's write lock before 'database is locked'
 
 
 # ----------------------------------------------------------------------------- studies
 
 def default_storage():
-    """The SQLite file every worker on this machine shares: <project>/runs/search.db."""
+    """The SQLite file every worker on this machine shares: RUNS_DIR/search.db (<project>/runs in the
+    course checkout, else a per-user folder; $RECIPE_RUNS_DIR overrides both)."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{RUNS_DIR / 'search.db'}"
 
@@ -310,7 +311,7 @@ def main(argv=None):
     worker.add_argument("--study", required=True, help="study name (created if it does not exist)")
     worker.add_argument("--trials", type=int, required=True, help="trials this worker runs")
     worker.add_argument("--objective", required=True, help="module:function, e.g. recipe_kit.search:toy_objective")
-    worker.add_argument("--storage", default=None, help="database URL (default: sqlite:///<project>/runs/search.db)")
+    worker.add_argument("--storage", default=None, help="database URL (default: sqlite:///RUNS_DIR/search.db, see docs/search.md)")
     worker.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     worker.add_argument("--seed", type=int, default=None, help="sampler seed; default: fresh per worker")
     worker.add_argument("--direction", default="maximize", choices=["maximize", "minimize"])
