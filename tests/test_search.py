@@ -201,6 +201,7 @@ def start_worker(tmp_path, storage, trials, hang):
                             text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
 def test_a_killed_workers_trial_is_marked_failed_and_retried(tmp_path, signal_name):
     storage = f"sqlite:///{tmp_path / 'search.db'}"

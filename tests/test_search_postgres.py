@@ -70,6 +70,7 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_study_through_postgresql(postgres_url):
     command = [sys.executable, "-m", "recipe_kit.search", "worker", "--study", "pg", "--trials", "10",
                "--storage", postgres_url, "--objective", "recipe_kit.search:slow_toy_objective"]
