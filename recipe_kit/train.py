@@ -292,8 +292,9 @@ def _loss_diverged(loss, first, factor, step):
 
 
 def _snapshot(model):
-    """A copy of the model's weights and buffers, to put back if training diverges."""
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+    """A copy of the model's weights and buffers, to put back if training diverges. Kept on the CPU:
+    one copy per epoch costs a transfer, not a second model's worth of GPU memory."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
 
 
 def _all_finite(model):
