@@ -4,11 +4,12 @@
                   epochs=3, val_loader=val_loader)
     history["loss"]       # one float per optimization step
     history["val_loss"]   # one float per epoch
-    history["stopped"]    # why training ended, in words
+    history["stopped"]    # why training ended, in words (history["interrupted"]: by Ctrl-C)
 
 Why not Lightning or Keras: the course is about seeing every step. fit is a for-loop over (x, y)
 batches around your own model, loss, optimizer and (optionally) your own train_step. The extras
-(progress bar, history, callbacks, early stopping, TensorBoard, the NaN guard) are a few lines each.
+(progress bar, history, callbacks, early stopping, TensorBoard, the divergence guard, Ctrl-C) are a
+few lines each.
 History is a plain dict of lists, so plots and checks consume it without knowing about fit.
 """
 import copy
@@ -162,9 +163,7 @@ def fit(model, train_loader, loss_fn, optimizer, epochs=1, *, val_loader=None, t
                     diverged = (f"weights or BatchNorm statistics became inf/nan in epoch {epoch}, though the loss "
                                 "stayed finite: lower the learning rate (try 10x smaller), or clip gradients.")
                 if diverged:  # put the last finite weights back, and never evaluate the broken ones
-                    model.load_state_dict(finite[1])
-                    when = f"the end of epoch {finite[0]}" if finite[0] else "before training"
-                    history["stopped"] = f"{diverged} The model holds its weights from {when}, the last finite ones."
+                    history["stopped"] = diverged + _put_back(model, *finite)
                     warnings.warn(history["stopped"], stacklevel=2)
                     val = (math.nan, math.nan)
                 else:
@@ -295,6 +294,13 @@ def _snapshot(model):
     """A copy of the model's weights and buffers, to put back if training diverges. Kept on the CPU:
     one copy per epoch costs a transfer, not a second model's worth of GPU memory."""
     return {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
+
+
+def _put_back(model, epoch, weights):
+    """Load a _snapshot taken at the end of `epoch` (0: before training); returns a note for history."""
+    model.load_state_dict(weights)
+    when = f"the end of epoch {epoch}" if epoch else "before training"
+    return f" The model holds its weights from {when}, the last finite ones."
 
 
 def _all_finite(model):
