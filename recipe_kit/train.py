@@ -286,7 +286,8 @@ def _loss_diverged(loss, first, factor, step):
                 "labels for nan/inf, or clip gradients.")
     if factor is not None and first > 0 and loss > factor * first:
         return (f"loss exploded to {loss:.3g} at step {step}, over {factor:g} times the first step's {first:.3g}: "
-                "lower the learning rate (try 10x smaller), or clip gradients.")
+                "lower the learning rate (try 10x smaller), or clip gradients (diverge_factor=None turns this "
+                "check off, e.g. for a model resumed at a near-zero loss).")
     return None
 
 
