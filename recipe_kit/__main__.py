@@ -16,7 +16,9 @@ def main(argv=None):
             except DataError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
-            print(f"{name}/{split}: {tuple(data.images.shape)} uint8, verified, cached in {DATA_DIR / name}")
+            cache = DATA_DIR / name / f"{split}.npz"
+            where = f"cached in {cache.parent}" if cache.exists() else f"not cached ({DATA_DIR} is not writable)"
+            print(f"{name}/{split}: {tuple(data.images.shape)} uint8, verified, {where}")
     return 0
 
 

@@ -11,21 +11,47 @@ Sources, in order (the first that works wins, the ones that failed are reported)
   2. raw files  datasets/<name>/raw/           (IDX files or cifar-10-batches-py, e.g. copied by hand)
   3. Debian's   /usr/share/datasets/<name>/    (apt-get install dataset-fashion-mnist)
   4. torchvision's download into datasets/<name>/raw/ (needs internet)
+
+datasets/ is DATA_DIR: $RECIPE_DATA_DIR if set, else the course checkout's datasets/ when recipe_kit
+runs from it, else a per-user cache folder (~/.cache/recipe-kit/datasets on Linux), so an installed
+recipe_kit never writes next to site-packages. A folder you cannot write to (read-only, shared) still
+works: the verified data are returned uncached, with a warning.
 """
 import gzip
 import hashlib
 import os
 import pickle
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("RECIPE_DATA_DIR", PROJECT_ROOT / "datasets"))
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the course checkout, if recipe_kit runs from one
+STALE_PARTIAL_S = 3600  # a *.partial cache file this old was left by a killed process: delete it
+
+
+def in_course_checkout():
+    """True when recipe_kit is imported from the course repository (not from an installed copy)."""
+    return (PROJECT_ROOT / "course").is_file() and (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+def default_dir(kind, env_var):
+    """Where recipe_kit keeps `kind` ("datasets", "runs"): $env_var, else the course checkout's
+    folder, else a per-user folder (datasets: the user cache; runs: the user data folder)."""
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var]).expanduser()
+    if in_course_checkout():
+        return PROJECT_ROOT / kind
+    base = platformdirs.user_cache_dir if kind == "datasets" else platformdirs.user_data_dir
+    return Path(base("recipe-kit")) / kind
+
+
+DATA_DIR = default_dir("datasets", "RECIPE_DATA_DIR")
 DEBIAN_DIR = Path("/usr/share/datasets")
 
 
@@ -217,7 +243,11 @@ def verify(spec, split, images, labels):
 # ----------------------------------------------------------------------------- cache
 
 def write_cache(path, images, labels):
-    """Write the .npz cache atomically: a crash or Ctrl-C mid-write leaves no file that later loads."""
+    """Write the .npz cache atomically: a crash or Ctrl-C mid-write leaves no file that later loads.
+
+    The file gets the permissions of any file you create (0644 with the usual umask), not mkstemp's
+    0600, so the other users of a shared data folder can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
@@ -227,10 +257,29 @@ def write_cache(path, images, labels):
                      sha256=np.array(content_sha256(images, labels)))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
     except BaseException:      # includes KeyboardInterrupt
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)  # the only way to read the umask is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+def clean_partials(path, max_age_s=STALE_PARTIAL_S):
+    """Delete <cache>.*.partial files older than max_age_s: a process killed mid-write (SIGKILL, power
+    cut) cannot clean up after itself. Younger ones may be another process's write in progress."""
+    path = Path(path)
+    for partial in path.parent.glob(path.name + ".*.partial"):
+        try:
+            if time.time() - partial.stat().st_mtime > max_age_s:
+                partial.unlink()
+        except OSError:  # gone already, or not ours to delete: harmless either way
+            pass
 
 
 def read_cache(path):
@@ -290,8 +339,12 @@ def load_dataset(name="fashion-mnist", split="train", root=None):
     root = Path(root) if root is not None else DATA_DIR
     cache = root / spec.name / f"{split}.npz"
     tried, damaged = [], []  # every source tried; those that held bad data (reported even on success)
+    clean_partials(cache)
     if cache.exists():
         try:
+            if not os.access(cache, os.R_OK):
+                raise DataError(f"{cache}: not readable by you (mode {cache.stat().st_mode & 0o777:o}); ask its "
+                                "owner to `chmod g+r,o+r` it, or set RECIPE_DATA_DIR to a folder of your own.")
             images, labels = read_cache(cache)
             verify(spec, split, images, labels)
             return _as_images(images, labels, spec.classes)
@@ -311,7 +364,12 @@ def load_dataset(name="fashion-mnist", split="train", root=None):
             tried.append(f"{description}: {e}")
             damaged.append(tried[-1])
             continue
-        write_cache(cache, images, labels)
+        try:
+            write_cache(cache, images, labels)
+        except OSError as e:  # read-only or shared folder: the data are verified, only the cache is missing
+            warnings.warn(f"{spec.name}/{split}: loaded and verified from {description}, but not cached: cannot "
+                          f"write {cache} ({e.strerror or e}). Each load decodes it again; set RECIPE_DATA_DIR "
+                          "to a folder you can write to for a cache.", stacklevel=2)
         if damaged:
             warnings.warn(f"{spec.name}/{split} loaded from {description}, after skipping bad data:\n  "
                           + "\n  ".join(damaged), stacklevel=2)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .utils import check_device
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -118,7 +120,7 @@ class BatchLoader:
                              "load_dataset() returns that layout.")
         if (mean is None) != (std is None):
             raise ValueError("pass both mean and std (see channel_stats), or neither.")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last

@@ -19,45 +19,71 @@ import math
 import os
 import socket
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 import sqlalchemy
 
-from .data import PROJECT_ROOT
+from .data import default_dir
 
-RUNS_DIR = PROJECT_ROOT / "runs"
+RUNS_DIR = default_dir("runs", "RECIPE_RUNS_DIR")  # <checkout>/runs, else ~/.local/share/recipe-kit/runs
 SQLITE_TIMEOUT_S = 60  # seconds a worker waits for another's write lock before 'database is locked'
+HEARTBEAT_S = 60       # a worker marks its running trial alive this often (seconds); after 2 missed
+                       # beats the trial counts as dead (worker killed, machine gone): the next worker
+MAX_RETRY = 3          # to start a trial marks it FAIL and queues it again, same params, up to 3 times
 
 
 # ----------------------------------------------------------------------------- studies
 
 def default_storage():
-    """The SQLite file every worker on this machine shares: <project>/runs/search.db."""
+    """The SQLite file every worker on this machine shares: RUNS_DIR/search.db (<project>/runs in the
+    course checkout, else a per-user folder; $RECIPE_RUNS_DIR overrides both)."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{RUNS_DIR / 'search.db'}"
 
 
-def make_storage(storage=None):
+def make_storage(storage=None, heartbeat_s=HEARTBEAT_S):
     """An Optuna storage from a URL. SQLite gets a 60 s lock timeout: concurrent workers queue their
-    writes instead of failing with 'database is locked' (SQLite's default waits 5 s)."""
+    writes instead of failing with 'database is locked' (SQLite's default waits 5 s).
+
+    heartbeat_s: without heartbeats, a trial whose worker was killed (SIGKILL, SIGTERM, a lost
+    machine) stays RUNNING forever and its point is never tried. With them, Optuna's heartbeat marks
+    it FAIL after 2 * heartbeat_s seconds of silence and RetryHeartbeatStaleTrialCallback queues it
+    again. None turns them off.
+    """
     storage = default_storage() if storage is None else storage
     if not isinstance(storage, str):
         return storage  # already an Optuna storage, e.g. optuna.storages.InMemoryStorage()
     if "://" not in storage:
         raise ValueError(f"storage={storage!r} is not a database URL: use e.g. 'sqlite:///runs/search.db' "
                          "or 'postgresql://user:password@host/db'.")
+    if heartbeat_s is not None and (not isinstance(heartbeat_s, int) or heartbeat_s < 1):
+        raise ValueError(f"heartbeat_s={heartbeat_s!r}: pass whole seconds >= 1 (Optuna's heartbeat_interval), "
+                         "or None for no heartbeats.")
     connect_args = {"timeout": SQLITE_TIMEOUT_S} if storage.startswith("sqlite") else {}
     for attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": connect_args})
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            return _rdb_storage(storage, connect_args, heartbeat_s)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
             # workers started together on a new database race to create its tables; the losers
             # find them created a moment later (or open the study once before starting workers)
             if attempt == 2:
                 raise
             time.sleep(1.0)
+
+
+def _rdb_storage(url, connect_args, heartbeat_s):
+    if heartbeat_s is None:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args})
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8: stable enough here
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=MAX_RETRY)} if retry else \
+            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args},
+                                          heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, **callback)
 
 
 def make_sampler(sampler="tpe", seed=0, search_space=None):
@@ -90,13 +116,13 @@ def make_pruner(pruner="median"):
 
 
 def open_study(name, storage=None, sampler="tpe", seed=0, direction="maximize", pruner="median",
-               search_space=None):
+               search_space=None, heartbeat_s=HEARTBEAT_S):
     """Create the study `name`, or join it if it exists (how several workers share one search).
 
     The sampler and pruner live in this process only; the trials live in the storage. Give each
     worker its own seed: workers with the same seed propose the same first trials.
     """
-    study = optuna.create_study(study_name=name, storage=make_storage(storage),
+    study = optuna.create_study(study_name=name, storage=make_storage(storage, heartbeat_s),
                                 sampler=make_sampler(sampler, seed, search_space),
                                 pruner=make_pruner(pruner), direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
@@ -112,15 +138,15 @@ def worker_name():
 
 
 def run_worker(study_name, objective, n_trials, storage=None, sampler="tpe", seed=None,
-               direction="maximize", pruner="median", search_space=None):
+               direction="maximize", pruner="median", search_space=None, heartbeat_s=HEARTBEAT_S):
     """Run n_trials of the shared study in this process; start it in as many processes as you like.
 
     seed=None draws a fresh seed per worker (same-seeded workers would repeat each other's trials).
-    Returns the numbers of the trials this worker ran.
+    Returns the numbers of the trials this worker ran (a dead worker's trial, re-queued, counts too).
     """
     if n_trials < 1:
         raise ValueError(f"n_trials={n_trials}: a worker needs at least 1 trial to run.")
-    study = open_study(study_name, storage, sampler, seed, direction, pruner, search_space)
+    study = open_study(study_name, storage, sampler, seed, direction, pruner, search_space, heartbeat_s)
     me, mine = worker_name(), []
 
     def tagged_objective(trial):
@@ -310,19 +336,23 @@ def main(argv=None):
     worker.add_argument("--study", required=True, help="study name (created if it does not exist)")
     worker.add_argument("--trials", type=int, required=True, help="trials this worker runs")
     worker.add_argument("--objective", required=True, help="module:function, e.g. recipe_kit.search:toy_objective")
-    worker.add_argument("--storage", default=None, help="database URL (default: sqlite:///<project>/runs/search.db)")
+    worker.add_argument("--storage", default=None, help="database URL (default: sqlite:///RUNS_DIR/search.db, see docs/search.md)")
     worker.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     worker.add_argument("--seed", type=int, default=None, help="sampler seed; default: fresh per worker")
     worker.add_argument("--direction", default="maximize", choices=["maximize", "minimize"])
     worker.add_argument("--pruner", default="median", choices=["median", "none"])
+    worker.add_argument("--heartbeat", type=int, default=HEARTBEAT_S,
+                        help=f"seconds between heartbeats (default {HEARTBEAT_S}); a killed worker's trial is "
+                             "retried after 2 missed beats; 0 turns heartbeats off")
     args = parser.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one summary line instead of one per trial
     objective = load_objective(args.objective)
     start = time.time()
+    heartbeat_s = args.heartbeat or None
     mine = run_worker(args.study, objective, args.trials, args.storage, args.sampler, args.seed,
-                      args.direction, args.pruner)
-    table = trials_table(open_study(args.study, args.storage, direction=args.direction))
+                      args.direction, args.pruner, heartbeat_s=heartbeat_s)
+    table = trials_table(open_study(args.study, args.storage, direction=args.direction, heartbeat_s=heartbeat_s))
     done = table[table["state"] == "COMPLETE"]["value"]
     best = (done.max() if args.direction == "maximize" else done.min()) if len(done) else math.nan
     print(f"worker {worker_name()}: ran trials {mine} in {time.time() - start:.1f} s; "

@@ -5,8 +5,10 @@ real thing (installed by ./course setup from Debian's dataset-fashion-mnist).
 """
 import dataclasses
 import gzip
+import os
 import pickle
 import shutil
+import time
 import urllib.error
 from pathlib import Path
 
@@ -269,3 +271,60 @@ def test_train_val_split_is_a_seeded_partition():
     assert torch.equal(again.images, train.images)
     with pytest.raises(ValueError, match="val_size=20"):
         rk.train_val_split(data_, val_size=20)
+
+
+# ----------------------------------------------------------------------------- data folders others share
+
+def test_unwritable_data_folder_loads_from_the_verified_source_without_caching(tmp_path, monkeypatch, offline):
+    """Read-only folder, two ways: a real chmod 555 (only when not root: root writes anyway, as in CI's
+    container), and, for every user, mkstemp raising the PermissionError the kernel gives non-root users."""
+    written = tiny_mnist(tmp_path / "mnist" / "raw")
+    pin(monkeypatch, "mnist", written)
+    (tmp_path / "mnist").chmod(0o555)
+    try:
+        if os.geteuid() != 0:
+            with pytest.warns(UserWarning, match=r"verified from raw files .* but not cached: cannot write"):
+                assert len(rk.load_dataset("mnist", "train", root=tmp_path)) == 30
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(data.tempfile, "mkstemp", denied)
+        with pytest.warns(UserWarning, match=r"but not cached: cannot write .*train.npz \(Permission denied\)"):
+            train = rk.load_dataset("mnist", "train", root=tmp_path)
+    finally:
+        (tmp_path / "mnist").chmod(0o755)
+    assert torch.equal(train.images[:, 0], torch.from_numpy(written["train"][0]))
+    assert list((tmp_path / "mnist").glob("train.npz*")) == []
+
+
+def test_caches_are_readable_by_the_group_and_stale_partials_are_cleaned(tmp_path, monkeypatch, offline):
+    written = tiny_mnist(tmp_path / "mnist" / "raw")
+    pin(monkeypatch, "mnist", written)
+    stale, fresh = tmp_path / "mnist" / "test.npz.k1ll3d.partial", tmp_path / "mnist" / "test.npz.wr1t1ng.partial"
+    for partial in (stale, fresh):
+        partial.write_bytes(b"\0" * 1000)
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    old_umask = os.umask(0o002)                           # a shared group folder's usual umask
+    try:
+        rk.load_dataset("mnist", "test", root=tmp_path)
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "mnist" / "test.npz").stat().st_mode & 0o777 == 0o664   # not mkstemp's 0600
+    assert not stale.exists() and fresh.exists()          # a young one may be another process's write
+
+
+def test_data_and_runs_folders_default_to_the_checkout_else_per_user(tmp_path, monkeypatch):
+    monkeypatch.delenv("RECIPE_DATA_DIR", raising=False)
+    monkeypatch.delenv("RECIPE_RUNS_DIR", raising=False)
+    assert data.in_course_checkout()                                        # these tests run from the checkout
+    assert data.default_dir("datasets", "RECIPE_DATA_DIR") == data.PROJECT_ROOT / "datasets"
+    assert data.default_dir("runs", "RECIPE_RUNS_DIR") == data.PROJECT_ROOT / "runs"
+    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "site-packages")   # an installed copy
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    assert not data.in_course_checkout()
+    assert data.default_dir("datasets", "RECIPE_DATA_DIR") == tmp_path / "cache" / "recipe-kit" / "datasets"
+    assert data.default_dir("runs", "RECIPE_RUNS_DIR") == tmp_path / "share" / "recipe-kit" / "runs"
+    monkeypatch.setenv("RECIPE_DATA_DIR", str(tmp_path / "mine"))
+    assert data.default_dir("datasets", "RECIPE_DATA_DIR") == tmp_path / "mine"

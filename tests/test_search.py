@@ -2,7 +2,9 @@
 import math
 import os
 import subprocess
+import signal
 import sys
+import time
 
 import matplotlib
 import optuna
@@ -174,3 +176,53 @@ def test_toy_accuracy_peaks_at_the_known_optimum():
     assert search.toy_accuracy(3e-2, 1e-4) == pytest.approx(0.9 - 0.08)    # one decade off in lr
     assert search.toy_accuracy(3e-3, 1e-3) == pytest.approx(0.9 - 0.01)    # one decade off in wd
     assert math.isclose(search.toy_accuracy(3e-4, 1e-4), search.toy_accuracy(3e-2, 1e-4))  # log-symmetric
+
+
+HANGING_OBJECTIVE = '''
+import os, time
+from recipe_kit.search import toy_accuracy
+
+def objective(trial):
+    lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    wd = trial.suggest_float("wd", 1e-6, 1e-2, log=True)
+    print("RUNNING", trial.number, flush=True)
+    if os.environ.get("HANG"):
+        time.sleep(600)                     # a long training run, killed before it ends
+    return toy_accuracy(lr, wd)
+'''
+
+
+def start_worker(tmp_path, storage, trials, hang):
+    (tmp_path / "objectives.py").write_text(HANGING_OBJECTIVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT), "HANG": "1" if hang else ""}
+    command = [sys.executable, "-m", "recipe_kit.search", "worker", "--study", "s", "--trials", str(trials),
+               "--storage", storage, "--objective", "objectives:objective", "--heartbeat", "1"]
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_workers_trial_is_marked_failed_and_retried(tmp_path, signal_name):
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    doomed = start_worker(tmp_path, storage, 1, hang=True)
+    try:
+        assert doomed.stdout.readline().split() == ["RUNNING", "0"], doomed.stderr.read()
+        time.sleep(0.5)                                         # its heartbeat thread has written a beat
+        doomed.send_signal(getattr(signal, signal_name))        # no cleanup runs: the trial stays RUNNING
+        doomed.wait(timeout=30)
+    finally:
+        doomed.kill()
+    study = search.open_study("s", storage, heartbeat_s=None)   # a look that does not fail anything itself
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    time.sleep(2.5)                                             # past the grace period: 2 heartbeats
+    survivor = start_worker(tmp_path, storage, 3, hang=False)
+    out, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 0, err
+    assert "Warning" not in err, err                            # neither RuntimeWarning nor Optuna's warnings
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == trials[0].params  # same point, again
+    assert retry.value == pytest.approx(search.toy_accuracy(**retry.params))
+    assert "ran trials [1, 2, 3]" in out

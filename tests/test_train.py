@@ -282,3 +282,93 @@ def test_mixed_precision_wrapper_matches_float32_and_trains(data):
             progress=False)
     assert h["val_acc"][-1] > 0.5                                      # chance is 0.1
     assert isinstance(rk.models.bf16_is_fast("cpu"), bool) and rk.models.bf16_is_fast("meta") is False
+
+
+def test_divergence_to_nan_puts_back_the_last_finite_weights(data):
+    torch.manual_seed(0)
+    model = mlp(784, 10, hidden=(64,))                                   # the repro: SGD(lr=1e3) on an MLP
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = loaders(data)
+    with pytest.warns(UserWarning, match="weights from before training, the last finite ones"):
+        h = fit(model, train, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=1e3), 3,
+                val_loader=val, progress=False, diverge_factor=None)     # None: only nan/inf stops it
+    assert h["stopped"].startswith("loss became nan at step")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert h["epoch"] == [1] and math.isnan(h["val_acc"][0])            # no accuracy of a broken model
+    assert model.training and not h["interrupted"]
+
+
+def test_exploding_loss_without_nan_is_caught(data):
+    torch.manual_seed(0)
+    model = course_cnn(width=8)                                          # BatchNorm keeps the loss finite for long
+    train, _ = loaders(data)
+    with pytest.warns(UserWarning, match="loss exploded to .* at step"):
+        h = fit(model, train, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=1e3, momentum=0.9), 3,
+                progress=False)
+    assert all(math.isfinite(v) for v in h["loss"])                      # caught before any nan
+    assert h["loss"][-1] > 1e4 * h["loss"][0] and max(h["loss"][:-1]) <= 1e4 * h["loss"][0]
+    assert "over 10000 times the first step's" in h["stopped"]
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def test_non_finite_batchnorm_statistics_with_a_finite_loss_are_caught():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))] * 2
+    steps = []
+
+    def step(model, batch, loss_fn, optimizer):                          # epoch e leaves weights == e; epoch 3 breaks BN
+        steps.append(1)
+        epoch = (len(steps) + 1) // 2
+        with torch.no_grad():
+            model[1].weight.fill_(epoch)
+            if epoch == 3:
+                model[2].running_var.fill_(float("inf"))
+        return 1.0
+
+    with pytest.warns(UserWarning, match="BatchNorm statistics became inf/nan in epoch 3"):
+        h = fit(model, batches, None, None, 5, train_step=step, progress=False)
+    assert h["epoch"] == [1, 2, 3] and "weights from the end of epoch 2" in h["stopped"]
+    assert torch.all(model[1].weight == 2) and torch.isfinite(model[2].running_var).all()
+
+
+def test_divergence_with_early_stopping_restores_the_best_epoch():
+    model = nn.Linear(4, 2)
+    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0]))] * 2
+    losses = [1.0, 0.5, 0.7, float("nan")]
+    steps = []
+
+    def step(model, batch, loss_fn, optimizer):
+        steps.append(1)
+        epoch = (len(steps) + 1) // 2
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        return losses[epoch - 1]
+
+    with pytest.warns(UserWarning, match="loss became nan at step 7"):
+        h = fit(model, batches, None, None, 4, train_step=step, early_stopping=EarlyStopping(metric="train_loss"),
+                progress=False)
+    assert "weights from the end of epoch 3" in h["stopped"] and "Restored the weights of epoch 2" in h["stopped"]
+    assert torch.all(model.weight == 2)
+
+
+def test_unavailable_or_misspelled_devices_say_what_to_pass(data):
+    model = nn.Linear(4, 2)
+    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0]))]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda', but PyTorch sees no CUDA GPU here.*device='cpu'"):
+            fit(model, batches, nn.CrossEntropyLoss(), None, 1, device="cuda", progress=False)
+        with pytest.raises(ValueError, match="device='cuda:0', but PyTorch sees no CUDA GPU"):
+            rk.BatchLoader(data["x_val"], data["y_val"], device="cuda:0")
+        with pytest.raises(ValueError, match="prefer='cuda'"):
+            rk.pick_device("cuda")
+    else:  # on a GPU machine: a GPU number that is not there
+        bad = f"cuda:{torch.cuda.device_count()}"
+        with pytest.raises(ValueError, match=f"device='{bad}', but this machine has"):
+            fit(model, batches, nn.CrossEntropyLoss(), None, 1, device=bad, progress=False)
+    with pytest.raises(ValueError, match="device='gpu' is not a device name.*'cuda'"):
+        evaluate(model, batches, nn.CrossEntropyLoss(), device="gpu")
+    with pytest.raises(ValueError, match="device=0: pass a device name"):
+        predict(model, torch.randn(3, 4), device=0)
+    with pytest.raises(ValueError, match="diverge_factor=0.5"):
+        fit(model, batches, nn.CrossEntropyLoss(), None, 1, diverge_factor=0.5)
+    assert rk.pick_device("cpu") == torch.device("cpu") and rk.check_device("cpu") == torch.device("cpu")
