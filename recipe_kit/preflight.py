@@ -437,19 +437,22 @@ def call_step(pipe, model, batch, optimizer):
     return loss
 
 
-def run_steps(pipe, model, optimizer, batches, reseed=None):
+def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until_steps=None):
     """Run the learner's train_step on each batch, recording what a loop never shows.
 
     Returns a dict with, per call: losses; grads ({param name: grad or None} when optimizer.step() ran,
     or at the end of the call if step() never ran); backward_grads (each .grad right after backward
-    accumulated into it, before any clipping or zeroing; missing names were not reached by backward);
-    step_calls; params (snapshots: before the first call, then after each). training: model.training
-    at each forward. reseed: re-seed the RNGs before every call, so calls on one batch are identical.
+    accumulated into it, before any clipping, unscaling or zeroing; missing names were not reached by
+    backward); backwards (how many backward passes reached the parameters); step_calls; params
+    (snapshots: before the first call, then after each). training: model.training at each forward.
+    reseed: re-seed the RNGs before every call; restore: put the first weights back before every call
+    (so calls on one batch are identical whatever the optimizer did); until_steps: stop once
+    optimizer.step() has run this many times (a step that accumulates gradients steps only every k calls).
     """
     named = list(model.named_parameters())
-    rec = {"losses": [], "grads": [], "backward_grads": [], "step_calls": [], "training": [],
+    rec = {"losses": [], "grads": [], "backward_grads": [], "backwards": [], "step_calls": [], "training": [],
            "params": [{n: p.detach().clone() for n, p in named}]}
-    at_step, after_backward = [], {}
+    at_step, after_backward, fired = [], {}, {}
 
     def on_step(opt, args, kwargs):
         at_step.append({n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
@@ -457,6 +460,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None):
     def on_backward(name):
         def hook(p):
             after_backward[name] = p.grad.detach().clone()
+            fired[name] = fired.get(name, 0) + 1
         return hook
 
     handles = [model.register_forward_pre_hook(lambda module, args: rec["training"].append(module.training)),
@@ -466,6 +470,11 @@ def run_steps(pipe, model, optimizer, batches, reseed=None):
         for batch in batches:
             at_step.clear()
             after_backward.clear()
+            fired.clear()
+            if restore:
+                with torch.no_grad():
+                    for n, p in named:
+                        p.copy_(rec["params"][0][n])
             if reseed is not None:
                 seed_all(reseed)
             rec["losses"].append(call_step(pipe, model, batch, optimizer))
@@ -473,7 +482,10 @@ def run_steps(pipe, model, optimizer, batches, reseed=None):
             rec["grads"].append(at_step[0] if at_step else
                                 {n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
             rec["backward_grads"].append(dict(after_backward))
+            rec["backwards"].append(max(fired.values(), default=0))
             rec["params"].append({n: p.detach().clone() for n, p in named})
+            if until_steps is not None and sum(rec["step_calls"]) >= until_steps:
+                break
     finally:
         for h in handles:
             h.remove()
