@@ -19,10 +19,12 @@ import copy
 import math
 import random
 import time
+import weakref
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
@@ -63,6 +65,10 @@ class BadInput(ValueError):
     """An argument preflight cannot work with; the message names it and says how to fix it."""
 
 
+class NotApplicable(Exception):
+    """Raised inside a check when it cannot judge this pipeline; run_check reports it as skipped, with why."""
+
+
 class StepFailed(Exception):
     """train_step raised after it had already run fine: the check that was training reports it."""
 
@@ -79,10 +85,12 @@ def preflight(model, train, loss_fn, make_optimizer, train_step=None, num_classe
     skip = _check_arguments(model, loss_fn, make_optimizer, train_step, num_classes, skip, budget)
     from . import preflight_checks as checks  # the checks import the helpers below
     report = Report("preflight")
-    with preserved_state(model, train) as saved:
+    own = weakref.WeakSet()             # the optimizers preflight builds; any other one stepped is the caller's
+    with preserved_state(model, train) as saved, foreign_steps_undone(own) as foreign:
         seed_all(seed)
         pipe = setup(model, train, loss_fn, make_optimizer, train_step or default_train_step,
                      num_classes, seed, device)
+        pipe["own_optimizers"] = own
         report.details["setup"] = {k: pipe[k] for k in ("num_classes", "loss_kind", "batch_size", "device")}
         for problem in pipe["problems"]:
             report.add(*problem)
@@ -95,6 +103,7 @@ def preflight(model, train, loss_fn, make_optimizer, train_step=None, num_classe
                 seed_all(seed)
                 run_check(name, getattr(checks, "check_" + name), pipe, report)
         checks.check_caller_model_untouched(pipe, saved, report)
+    checks.check_caller_optimizer_untouched(foreign, report)
     return report
 
 
@@ -128,7 +137,8 @@ def _check_arguments(model, loss_fn, make_optimizer, train_step, num_classes, sk
 
 
 def run_check(name, check, pipe, report):
-    """Run one check; a check that cannot run on this pipeline is reported as skipped, with why."""
+    """Run one check. Not applicable (it returns or raises why) is skipped; an exception from the check
+    or the learner's code inside it is "crashed", with the exception: it proved nothing either way."""
     start = time.perf_counter()
     try:
         problems_before = len(report.problems)
@@ -139,11 +149,15 @@ def run_check(name, check, pipe, report):
             report.passed.append(name)
     except BadInput:
         raise                           # bad input found while running: the caller must fix it
+    except NotApplicable as e:
+        report.skipped.append((name, str(e)))
     except StepFailed as e:
         report.add(name, "error", f"{e} while this check trained a copy of the model.",
                    "Often a NaN/inf loss from a too-high lr; run the step by hand to see it; stage 2.", "train_step")
-    except Exception as e:              # the learner's code failed inside a check
-        report.skipped.append((name, f"could not run: {type(e).__name__}: {first_line(e)}"))
+    except ModelFailed as e:            # the learner's model raised inside the check
+        report.crashed.append((name, f"{type(e.error).__name__}: {first_line(e.error)} (in model '{e.where}')"))
+    except Exception as e:              # the check, or the learner's code inside it, failed
+        report.crashed.append((name, f"{type(e).__name__}: {first_line(e)}"))
     finally:
         report.details.setdefault("seconds", {})[name] = time.perf_counter() - start
 
@@ -202,6 +216,29 @@ def preserved_state(model, train):
             p.grad = g
         for m, mode in zip(model.modules(), modes):
             m.training = mode
+
+
+@contextlib.contextmanager
+def foreign_steps_undone(own):
+    """Watch every optimizer.step() in the process: one on an optimizer preflight did not build (a global
+    `optimizer` inside train_step) is recorded, and its state and parameters are put back on exit."""
+    seen = {}   # id -> (optimizer, state_dict copy, [(param, value copy)])
+
+    def before_step(opt, args, kwargs):
+        if opt not in own and id(opt) not in seen:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            seen[id(opt)] = (opt, copy.deepcopy(opt.state_dict()), [(p, p.detach().clone()) for p in params])
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+        for opt, state, params in seen.values():
+            opt.load_state_dict(state)
+            with torch.no_grad():
+                for p, value in params:
+                    p.copy_(value)
 
 
 # ----------------------------------------------------------------------------- the data
@@ -394,10 +431,13 @@ def fresh_model(pipe):
 
 def make_optimizer_for(pipe, model):
     """The learner's optimizer for a copy of the model (its type checked)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise NotApplicable("the model has no trainable parameters (see optimizer_params)")
     opt = pipe["make_optimizer"](model.parameters())
     if not isinstance(opt, torch.optim.Optimizer):
         raise BadInput("make_optimizer must return a torch.optim.Optimizer built from the params it is "
                        f"given (e.g. lambda params: torch.optim.Adam(params, lr=1e-3)); got {type(opt).__name__}.")
+    pipe["own_optimizers"].add(opt)
     return opt
 
 
@@ -560,6 +600,7 @@ def constant_baseline(pipe, y, steps=300):
         return q.clamp_min(1e-12).log().float().to(y.device)
     c = torch.zeros(pipe["out_shape"], device=y.device, requires_grad=True)
     opt = torch.optim.Adam([c], lr=0.1)
+    pipe["own_optimizers"].add(opt)
     for _ in range(steps):
         opt.zero_grad()
         constant_loss(pipe, c, y).backward()

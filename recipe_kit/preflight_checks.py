@@ -342,8 +342,17 @@ def check_dead_activations(pipe, report):
 
 def check_optimizer_params(pipe, report):
     model = fresh_model(pipe)
-    opt = make_optimizer_for(pipe, model)
     named = list(model.named_parameters())
+    if not named:
+        report.add("optimizer_params", "error", f"the model has no parameters at all ({type(model).__name__}): "
+                   "nothing can train. Layers kept in a plain list or dict are not registered.",
+                   "Hold layers in attributes, nn.Sequential, nn.ModuleList or nn.ModuleDict; stage 2.", "model")
+        return None
+    if not any(p.requires_grad for _, p in named):
+        report.add("optimizer_params", "error", f"all {len(named)} parameter tensors have requires_grad=False: "
+                   "nothing can train.", "Unfreeze the layers to train (p.requires_grad_(True)); stage 2.", "model")
+        return None
+    opt = make_optimizer_for(pipe, model)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     foreign = foreign_params(model, opt)
     hint = ("Build the optimizer from the params it is given, after the model is final: "
@@ -361,10 +370,7 @@ def check_optimizer_params(pipe, report):
                    "values) are not in the optimizer: they get gradients but keep their initial values.",
                    hint, listed(missing))
     frozen = [n for n, p in named if not p.requires_grad]
-    if named and not trainable:
-        report.add("optimizer_params", "error", f"all {len(named)} parameter tensors have requires_grad=False: "
-                   "nothing can train.", "Unfreeze the layers to train (p.requires_grad_(True)); stage 2.", "model")
-    elif frozen:
+    if frozen:
         owner = {n: n.rsplit(".", 1)[0] if "." in n else "" for n in frozen}
         first_trainable = next(i for i, (n, p) in enumerate(named) if p.requires_grad)
         late = [n for i, (n, p) in enumerate(named) if i > first_trainable and not p.requires_grad
@@ -771,3 +777,16 @@ def check_caller_model_untouched(pipe, saved, report):
                    "of the model you passed (preflight only runs copies, and has restored them): they use a global "
                    "model instead of the model/params they are given, so training would update the wrong one.",
                    "Use the `model` argument in train_step and `params` in make_optimizer; stage 2.", listed(changed))
+
+
+def check_caller_optimizer_untouched(foreign, report):
+    """train_step must step the optimizer it is given: stepping a global one trains the wrong model."""
+    if not foreign:
+        return
+    opts = [opt for opt, _, _ in foreign.values()]
+    size = sum(len(g["params"]) for opt in opts for g in opt.param_groups)
+    report.add("caller_untouched", "error", f"train_step called step() on {len(opts)} optimizer(s) it was not "
+               f"given ({', '.join(type(o).__name__ for o in opts)}, {size} tensors): a global `optimizer` inside "
+               "the step. Training then updates that optimizer's parameters and momentum, not the model being "
+               "trained (preflight has put that optimizer's state and parameters back).",
+               "Use the `optimizer` argument of train_step, never a global one; stage 2.", "train_step")
