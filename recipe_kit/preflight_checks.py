@@ -10,9 +10,11 @@ import math
 import torch
 import torch.nn as nn
 
-from .preflight import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
-                        constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
-                        make_optimizer_for, run_steps, seed_all, trace)
+from .checks import NotApplicable  # noqa: F401 (checks may raise it)
+from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
+                       constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
+                       make_optimizer_for, run_steps, trace)
+from .rng import seed_all
 
 RELUS = (nn.ReLU, nn.ReLU6)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
