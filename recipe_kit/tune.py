@@ -14,7 +14,6 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from .rng import preserved_rng
 from .train import model_device
