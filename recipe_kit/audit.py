@@ -77,7 +77,7 @@ def audit_data(train, test=None, classes=None, *, skip=(), budget="full", seed=0
             elif name in NEEDS_TEST and d["test"] is None:
                 report.skipped.append((name, "no test split given"))
             else:
-                run_check(name, RUN[name], d, report, reraise=ValueError)   # ValueError: the caller's input
+                run_check(name, RUN[name], d, report)
     return report
 
 
@@ -139,6 +139,9 @@ def as_split(data, arg):
                          "of the same split.")
     if len(y) == 0:
         raise ValueError(f"{arg} is empty (0 samples): check the split you loaded or filtered.")
+    if len(y) == 1:
+        raise ValueError(f"{arg} has 1 sample: audit_data compares samples with each other and needs at least 2; "
+                         f"pass the whole split as {arg}=(images, labels).")
     if int(y.min()) < 0:
         raise ValueError(f"{arg} labels contain {int(y.min())}: labels must be 0..C-1 "
                          "(was -1 used for 'unknown'? drop those samples).")
@@ -311,6 +314,12 @@ def check_class_balance(d, report):
     counts = {s: torch.bincount(d[s]["y"], minlength=C).numpy() for s in splits(d)}
     report.details["class_balance"] = {f"{s}_counts": c.tolist() for s, c in counts.items()}
     report.details["class_balance"]["classes"] = list(names)
+    for split, c in counts.items():
+        if (c > 0).sum() == 1:
+            only = names[int(np.flatnonzero(c)[0])]
+            report.add("class_balance", "warning", f"{split}: all {int(c.sum())} samples are class '{only}': a "
+                       "classifier learns nothing from one class (it can always answer it).",
+                       f"A filter or a bad split kept one class, or the labels were overwritten. {STAGE1}.", where=split)
     if C < 2:
         return "one class only: nothing to balance"
     for split, c in counts.items():

@@ -3,6 +3,7 @@ the model with hooks, call the learner's train_step while recording what a loop 
 what the loss function computes. No check lives here (preflight_checks.py), and nothing here imports
 preflight.py, so the two never import each other.
 """
+import collections.abc
 import copy
 import math
 
@@ -113,6 +114,10 @@ def gather(train, n, seed):
     it has one (or sampled across a whole epoch), while `stream` keeps the loader's own order.
     """
     gen = torch.Generator().manual_seed(seed)
+    if isinstance(train, collections.abc.Iterator):
+        raise BadInput(f"train is a one-shot iterator ({type(train).__name__}, e.g. iter(loader) or a generator): "
+                       "preflight would use up the batches your training loop is about to read. Pass the loader "
+                       "itself, (X, y), or list(...) of the batches.")
     if isinstance(train, (tuple, list)) and train and _is_pair(train[0]):   # a list of batches or of samples
         if _is_pair(train[0]) and _is_batch(train[0]):
             x, y, stream = _scan(train, n, gen, SCAN_LIMIT)
@@ -472,6 +477,10 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
                                 "still pushes down, and the loss at init is off."),
                              f"Set the last layer's out_features to {num_classes} (or fix num_classes); stage 2.",
                              "model"))
+    if classify and len(y.unique()) == 1:
+        problems.append(("labels", "warning", f"all {y.numel()} sampled labels are class {y.reshape(-1)[0].item()}: "
+                         "a model can reach zero loss by always predicting it, without looking at the inputs.",
+                         "Check the split or the filter that built train (one class only?); stage 1.", "train"))
     if classify:
         ignore = getattr(loss_fn, "ignore_index", -100)
         labels = y[y != ignore]
