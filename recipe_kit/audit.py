@@ -9,10 +9,7 @@ set normalized differently all train "fine" and cap accuracy silently. Each chec
 such bug and says it in numbers. Thresholds were calibrated on the real Fashion-MNIST (train 60k,
 test 10k), which must pass with no errors; the clean rates measured there are quoted next to them.
 """
-import contextlib
 import math
-import random
-import time
 import warnings
 
 import numpy as np
@@ -21,8 +18,10 @@ import torch
 from .audit_similarity import (FAST_QUERIES, STAGE1, best_permutation, check_duplicates, check_leakage,
                                check_near_duplicates, check_near_leakage, features, knn_probabilities,
                                nearest, pct, test_neighbours, train_neighbours)
+from .checks import run_check
 from .data import Images
 from .report import Report
+from .rng import preserved_rng
 
 # check name -> what it looks for. Order = order of the report.
 CHECKS = {
@@ -50,18 +49,6 @@ DISAGREEMENT_ERROR = 0.12     # lower confidence bound (2 standard errors) above
 ISSUE_RATE_WARNING = 0.01     # cleanlab flags >= 1% of a split: warning (look at them)
 
 
-@contextlib.contextmanager
-def global_rng_untouched():
-    """Restore python/numpy/torch global random states on exit: an audit must not change training runs."""
-    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
-
-
 def audit_data(train, test=None, classes=None, *, skip=(), budget="full", seed=0):
     """Run the stage-1 data checks and return a Report (title "audit_data").
 
@@ -77,12 +64,11 @@ def audit_data(train, test=None, classes=None, *, skip=(), budget="full", seed=0
         raise ValueError(f"skip={skip!r}: unknown check(s) {unknown}. Valid names: {', '.join(CHECKS)}.")
     if budget not in ("full", "fast"):
         raise ValueError(f"budget={budget!r}: use 'full' (all checks) or 'fast' (skips {', '.join(EXPENSIVE)}).")
-    with global_rng_untouched(), warnings.catch_warnings():
+    with preserved_rng(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = prepare(train, test, classes, seed)
         d["full_search"] = budget == "full" and not {"near_duplicates", "label_issues"} <= set(skip)
         report = Report("audit_data")
-        seconds = {}
         for name in CHECKS:
             if name in skip:
                 report.skipped.append((name, "left out by skip="))
@@ -91,14 +77,7 @@ def audit_data(train, test=None, classes=None, *, skip=(), budget="full", seed=0
             elif name in NEEDS_TEST and d["test"] is None:
                 report.skipped.append((name, "no test split given"))
             else:
-                start, before = time.perf_counter(), len(report.problems)
-                why_not = RUN[name](d, report)           # a check returns a reason when it cannot judge
-                seconds[name] = round(time.perf_counter() - start, 2)
-                if why_not:
-                    report.skipped.append((name, why_not))
-                elif len(report.problems) == before:
-                    report.passed.append(name)
-        report.details["seconds"] = seconds
+                run_check(name, RUN[name], d, report)
     return report
 
 
@@ -160,6 +139,9 @@ def as_split(data, arg):
                          "of the same split.")
     if len(y) == 0:
         raise ValueError(f"{arg} is empty (0 samples): check the split you loaded or filtered.")
+    if len(y) == 1:
+        raise ValueError(f"{arg} has 1 sample: audit_data compares samples with each other and needs at least 2; "
+                         f"pass the whole split as {arg}=(images, labels).")
     if int(y.min()) < 0:
         raise ValueError(f"{arg} labels contain {int(y.min())}: labels must be 0..C-1 "
                          "(was -1 used for 'unknown'? drop those samples).")
@@ -332,6 +314,12 @@ def check_class_balance(d, report):
     counts = {s: torch.bincount(d[s]["y"], minlength=C).numpy() for s in splits(d)}
     report.details["class_balance"] = {f"{s}_counts": c.tolist() for s, c in counts.items()}
     report.details["class_balance"]["classes"] = list(names)
+    for split, c in counts.items():
+        if (c > 0).sum() == 1:
+            only = names[int(np.flatnonzero(c)[0])]
+            report.add("class_balance", "warning", f"{split}: all {int(c.sum())} samples are class '{only}': a "
+                       "classifier learns nothing from one class (it can always answer it).",
+                       f"A filter or a bad split kept one class, or the labels were overwritten. {STAGE1}.", where=split)
     if C < 2:
         return "one class only: nothing to balance"
     for split, c in counts.items():

@@ -10,15 +10,21 @@ import math
 import torch
 import torch.nn as nn
 
-from .preflight import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
-                        constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
-                        make_optimizer_for, run_steps, seed_all, trace)
+from .checks import NotApplicable  # noqa: F401 (checks may raise it)
+from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
+                       constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
+                       make_optimizer_for, run_steps, trace)
+from .rng import seed_all
 
 RELUS = (nn.ReLU, nn.ReLU6)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 SQUASHERS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin, nn.Tanh)
 
+STEP_CALLS = 16         # most train_step calls spent waiting for optimizer.step() (accumulation steps every k)
+# zero_grad: extra gradient at the second step, relative to the first. Clean pipelines on CPU: exactly 0
+# (same batch, weights and seed); missing zero_grad: 1.0 (0.1-1 when the step also clips).
+ZERO_GRAD_NOISE = 1e-3
 OVERFIT_SAMPLES = 8      # the "one small batch" to memorize
 OVERFIT_STEPS = 300      # most steps spent memorizing it
 BASELINE_STEPS = 300     # most steps of the short run compared with an input-independent model
@@ -76,8 +82,9 @@ def dead_units(t, dim):
 
 
 def steps(pipe):
-    """Three steps of the learner's train_step on a fresh copy, recorded (see run_steps); cached.
-    A string when no step may run: an optimizer holding another model's tensors would change it."""
+    """The learner's train_step on a fresh copy, called until optimizer.step() ran 3 times (at most
+    STEP_CALLS calls), recorded (see run_steps); cached. A string when no step may run: an optimizer
+    holding another model's tensors would change it."""
     cache = pipe["cache"]
     if "steps" not in cache:
         model = fresh_model(pipe)
@@ -86,7 +93,9 @@ def steps(pipe):
             cache["steps"] = "make_optimizer ignores its params (see optimizer_params): a step would change another model"
         else:
             size = min(pipe["batch_size"], 64)
-            cache["steps"] = dict(run_steps(pipe, model, opt, batches_from(pipe, 0, 3, size)), model=model, opt=opt)
+            rec = run_steps(pipe, model, opt, batches_from(pipe, 0, STEP_CALLS, size), until_steps=3)
+            first = next((i for i, k in enumerate(rec["step_calls"]) if k), None)   # the call that stepped first
+            cache["steps"] = dict(rec, model=model, opt=opt, first_step=first)
     return cache["steps"]
 
 
@@ -335,8 +344,17 @@ def check_dead_activations(pipe, report):
 
 def check_optimizer_params(pipe, report):
     model = fresh_model(pipe)
-    opt = make_optimizer_for(pipe, model)
     named = list(model.named_parameters())
+    if not named:
+        report.add("optimizer_params", "error", f"the model has no parameters at all ({type(model).__name__}): "
+                   "nothing can train. Layers kept in a plain list or dict are not registered.",
+                   "Hold layers in attributes, nn.Sequential, nn.ModuleList or nn.ModuleDict; stage 2.", "model")
+        return None
+    if not any(p.requires_grad for _, p in named):
+        report.add("optimizer_params", "error", f"all {len(named)} parameter tensors have requires_grad=False: "
+                   "nothing can train.", "Unfreeze the layers to train (p.requires_grad_(True)); stage 2.", "model")
+        return None
+    opt = make_optimizer_for(pipe, model)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     foreign = foreign_params(model, opt)
     hint = ("Build the optimizer from the params it is given, after the model is final: "
@@ -354,10 +372,7 @@ def check_optimizer_params(pipe, report):
                    "values) are not in the optimizer: they get gradients but keep their initial values.",
                    hint, listed(missing))
     frozen = [n for n, p in named if not p.requires_grad]
-    if named and not trainable:
-        report.add("optimizer_params", "error", f"all {len(named)} parameter tensors have requires_grad=False: "
-                   "nothing can train.", "Unfreeze the layers to train (p.requires_grad_(True)); stage 2.", "model")
-    elif frozen:
+    if frozen:
         owner = {n: n.rsplit(".", 1)[0] if "." in n else "" for n in frozen}
         first_trainable = next(i for i, (n, p) in enumerate(named) if p.requires_grad)
         late = [n for i, (n, p) in enumerate(named) if i > first_trainable and not p.requires_grad
@@ -399,7 +414,7 @@ def check_param_grads(pipe, report):
     hint = "stage 2: every parameter should get a nonzero gradient on the first steps."
     if trainable and len(never) == len(trainable):
         report.add("param_grads", "error", f"none of the {len(trainable)} trainable tensors received a gradient "
-                   "in 3 steps: loss.backward() is not called, or the loss is cut off from the model "
+                   f"in {len(rec['losses'])} calls of train_step: loss.backward() is not called, or the loss is cut off from the model "
                    "(.item(), .detach(), torch.no_grad() or a new tensor built from its value).",
                    "Call loss.backward() on the loss tensor computed from model(x); " + hint, "train_step")
         return None
@@ -411,13 +426,13 @@ def check_param_grads(pipe, report):
         return None
     if never:
         report.add("param_grads", "error", f"{len(never)} of {len(trainable)} trainable tensors never receive a "
-                   "gradient in 3 steps: they are not used in forward, or their path to the loss is cut by "
+                   f"gradient in {len(rec['losses'])} calls of train_step: they are not used in forward, or their path to the loss is cut by "
                    ".detach(), .data, torch.no_grad() or a numpy round trip.",
                    "Use every layer you define in forward and keep its output in the graph; " + hint,
                    listed(modules_of(never)))
     if zero:
         report.add("param_grads", "error", f"{len(zero)} of {len(trainable)} trainable tensors get gradients that "
-                   "are exactly zero on all 3 steps: dead ReLUs around them, a path multiplied by zero, or an "
+                   f"are exactly zero in all {len(rec['losses'])} calls of train_step: dead ReLUs around them, a path multiplied by zero, or an "
                    "input that is all zeros.", "See dead_activations and input_scale; " + hint,
                    listed(modules_of(zero)))
 
@@ -431,12 +446,12 @@ def check_step_updates(pipe, report):
     in_opt = [names[id(p)] for g in opt.param_groups for p in g["params"] if p.requires_grad]
     before, after = rec["params"][0], rec["params"][1:]
     if sum(rec["step_calls"]) == 0:
-        report.add("step_updates", "error", "optimizer.step() was never called in 3 calls of train_step: the "
-                   "weights never change.", "Call optimizer.step() after loss.backward(); stage 2.", "train_step")
+        report.add("step_updates", "error", f"optimizer.step() was never called in {len(rec['losses'])} calls of train_step: "
+                   "the weights never change.", "Call optimizer.step() after loss.backward(); stage 2.", "train_step")
         return None
     broken = [n for n in in_opt if not all(torch.isfinite(a[n]).all() for a in after)]
     if broken:
-        report.add("step_updates", "error", f"{len(broken)} tensors hold NaN/inf after 3 steps (losses "
+        report.add("step_updates", "error", f"{len(broken)} tensors hold NaN/inf after {len(after)} calls of train_step (losses "
                    f"{', '.join(f'{v:.3g}' for v in rec['losses'])}): the lr is far too high, or the loss is NaN.",
                    "Lower the lr by 10x and check for log(0)/division by zero; stage 2.", listed(modules_of(broken)))
         return None
@@ -449,7 +464,7 @@ def check_step_updates(pipe, report):
             why = "every gradient was zero or None when step() ran (see param_grads)"
         else:
             why = f"step() ran with lr {lrs} and nonzero gradients yet moved nothing"
-        report.add("step_updates", "error", f"3 steps changed none of the {len(in_opt)} parameter tensors in the "
+        report.add("step_updates", "error", f"{sum(rec['step_calls'])} steps changed none of the {len(in_opt)} parameter tensors in the "
                    f"optimizer: {why}.", "Set a learning rate (e.g. Adam 3e-4 .. 1e-3) and check the step; stage 2.",
                    "make_optimizer" if "learning rate" in why else "train_step", lrs=lrs)
         return None
@@ -458,10 +473,11 @@ def check_step_updates(pipe, report):
         if g.get("lr", None) == 0 and still:
             report.add("step_updates", "error", f"param group {k} has lr=0: its {len(still)} tensors never move.",
                        "Give every param group a learning rate; stage 2.", listed(modules_of(still)))
-    first = rec["backward_grads"][0]
+    k = rec["first_step"]                       # the call where step() first ran (later with accumulation)
+    first, moved_to = rec["backward_grads"][k], after[k]
     common = [n for n in in_opt if n in first]
     if common:
-        step = torch.cat([(after[0][n] - before[n]).flatten().double() for n in common])
+        step = torch.cat([(moved_to[n] - before[n]).flatten().double() for n in common])
         grad = torch.cat([first[n].flatten().double() for n in common])
         uphill = (step @ grad / (step.norm() * grad.norm() + 1e-300)).item()   # cosine; descent makes it < 0
     if common and uphill > 0.1:
@@ -470,7 +486,7 @@ def check_step_updates(pipe, report):
                    "optimizer built with maximize=True, or the gradient's sign is flipped in train_step.",
                    "Steps must go against the gradient: remove maximize=True / the sign flip; stage 2.", "train_step")
         return None
-    ratios = {n: ((after[0][n] - before[n]).norm() / before[n].norm()).item() for n in common
+    ratios = {n: ((moved_to[n] - before[n]).norm() / before[n].norm()).item() for n in common
               if before[n].ndim >= 2 and before[n].norm() > 0 and first[n].any()}
     worst = max(ratios, key=ratios.get, default=None)
     losses = rec["losses"]
@@ -480,7 +496,7 @@ def check_step_updates(pipe, report):
         report.add("step_updates", "error", said + ": the lr is far too high, training will diverge or produce NaN.",
                    "Lower the lr (e.g. 10x at a time); stage 2 / stage 5.", modules_of([worst])[0], update_ratios=ratios)
     elif all(math.isfinite(v) for v in losses) and losses[-1] > 10 * abs(losses[0]) + 5:
-        report.add("step_updates", "error", f"the loss exploded within 3 steps ({', '.join(f'{v:.3g}' for v in losses)}): "
+        report.add("step_updates", "error", f"the loss exploded within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr is far too high.", "Lower the lr by 10x; stage 2.", "make_optimizer")
     elif worst is not None and ratios[worst] > 0.5:
         report.add("step_updates", "warning", said + ": the lr looks high.", "Try a smaller lr; stage 5.",
@@ -490,15 +506,20 @@ def check_step_updates(pipe, report):
                    "Try a 10-100x larger lr, check the loss is not scaled down; stage 5.", modules_of([worst])[0],
                    update_ratios=ratios)
     elif all(math.isfinite(v) for v in losses) and losses[-1] > 3 * abs(losses[0]) + 1:
-        report.add("step_updates", "warning", f"the loss jumped within 3 steps ({', '.join(f'{v:.3g}' for v in losses)}): "
+        report.add("step_updates", "warning", f"the loss jumped within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
 
 
 def check_grad_norms(pipe, report):
-    rec = steps(pipe)
-    if isinstance(rec, str):
-        return rec
-    grads, weights = rec["backward_grads"][0], rec["params"][0]
+    """Per-layer gradients of the loss at init, from preflight's own backward: a property of the model and
+    loss, so a train_step's loss scaling (GradScaler), accumulation or clipping does not blur it."""
+    model = fresh_model(pipe).train()
+    x, y = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
+    pipe["loss_fn"](model(x), y).backward()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.grad is not None]
+    if not named:
+        return "no trainable parameter gets a gradient (see param_grads)"
+    grads, weights = {n: p.grad for n, p in named}, {n: p.detach() for n, p in named}
     bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
     if bad:
         report.add("grad_norms", "error", f"the first backward gives NaN/inf gradients in {len(bad)} tensors.",
@@ -527,33 +548,39 @@ def check_grad_norms(pipe, report):
 
 
 def check_zero_grad(pipe, report):
-    """Two identical steps (same batch, same seed, lr=0): a fresh gradient each time, or a growing sum?"""
+    """The same batch, weights and seed before every call: the gradient each optimizer.step() uses must
+    hold only the backward passes since the step before (one per call, or k with accumulation), never
+    the ones before it (zero_grad missing)."""
     model = fresh_model(pipe)
     opt = make_optimizer_for(pipe, model)
     if foreign_params(model, opt):
         return "make_optimizer ignores its params (see optimizer_params)"
-    for g in opt.param_groups:
-        if isinstance(g.get("lr"), (int, float)):
-            g["lr"] = 0.0                          # the weights stay put, so both steps see the same model
     batch = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
-    rec = run_steps(pipe, model, opt, [batch, batch], reseed=pipe["seed"])
-    g1, g2 = rec["backward_grads"]
+    rec = run_steps(pipe, model, opt, [batch] * STEP_CALLS, reseed=pipe["seed"], restore=True, until_steps=2)
+    at = [i for i, k in enumerate(rec["step_calls"]) if k]
+    if len(at) < 2:
+        return f"optimizer.step() ran {len(at)} times in {len(rec['losses'])} calls (see step_updates)"
+    b1, b2 = sum(rec["backwards"][:at[0] + 1]), sum(rec["backwards"][at[0] + 1:at[1] + 1])
+    g1, g2 = rec["backward_grads"][at[0]], rec["backward_grads"][at[1]]   # before clipping/unscaling
     names = {id(p): n for n, p in model.named_parameters()}
     stepped = {names[id(p)] for g in opt.param_groups for p in g["params"]}   # zero_grad() clears only these
     common = [n for n in g1 if n in g2 and n in stepped]
-    if not common or not any(g1[n].any() for n in common):
+    if not b1 or not b2 or not common or not any(g1[n].any() for n in common):
         return "no gradients to compare (see param_grads)"
-    first = torch.cat([g1[n].flatten().double() for n in common])
-    diff = torch.cat([(g2[n] - g1[n]).flatten().double() for n in common])
-    rel = (diff.norm() / first.norm()).item()
-    cos = (diff @ first / (diff.norm() * first.norm() + 1e-300)).item()
-    if rel < 1e-3:
+    first = torch.cat([g1[n].flatten().double() for n in common]) * (b2 / b1)   # expected at the second step
+    extra = torch.cat([g2[n].flatten().double() for n in common]) - first
+    rel = (extra.norm() / first.norm()).item()
+    cos = (extra @ first / (extra.norm() * first.norm() + 1e-300)).item()
+    window = "" if b1 == b2 == 1 else f" ({b2} backward passes per step)"
+    if rel < ZERO_GRAD_NOISE:
         return None
     if cos > 0.9:
-        report.add("zero_grad", "error", f"running train_step twice on the same batch (lr=0) gives a second "
-                   f"gradient {1 + rel:.2f}x the first, in the same direction: gradients accumulate across steps "
-                   "because optimizer.zero_grad() is missing (or runs after backward of the next loss).",
-                   "Call optimizer.zero_grad() at the start of every step; stage 2.", "train_step", ratio=1 + rel)
+        report.add("zero_grad", "error", f"running train_step on the same batch with the same weights, the "
+                   f"gradient at the second optimizer.step() is {1 + rel:.2f}x the first{window}, in the same "
+                   "direction: gradients accumulate across steps because optimizer.zero_grad() is missing (or "
+                   "runs after backward of the next loss).",
+                   "Call optimizer.zero_grad() at the start of every step (with gradient accumulation: right "
+                   "after each optimizer.step()); stage 2.", "train_step", ratio=1 + rel)
     else:
         report.add("zero_grad", "warning", f"two identical calls of train_step give gradients that differ by "
                    f"{rel:.2g} of their size: the step is nondeterministic or keeps state between calls.",
@@ -752,3 +779,16 @@ def check_caller_model_untouched(pipe, saved, report):
                    "of the model you passed (preflight only runs copies, and has restored them): they use a global "
                    "model instead of the model/params they are given, so training would update the wrong one.",
                    "Use the `model` argument in train_step and `params` in make_optimizer; stage 2.", listed(changed))
+
+
+def check_caller_optimizer_untouched(foreign, report):
+    """train_step must step the optimizer it is given: stepping a global one trains the wrong model."""
+    if not foreign:
+        return
+    opts = [opt for opt, _, _ in foreign.values()]
+    size = sum(len(g["params"]) for opt in opts for g in opt.param_groups)
+    report.add("caller_untouched", "error", f"train_step called step() on {len(opts)} optimizer(s) it was not "
+               f"given ({', '.join(type(o).__name__ for o in opts)}, {size} tensors): a global `optimizer` inside "
+               "the step. Training then updates that optimizer's parameters and momentum, not the model being "
+               "trained (preflight has put that optimizer's state and parameters back).",
+               "Use the `optimizer` argument of train_step, never a global one; stage 2.", "train_step")

@@ -30,13 +30,14 @@ class Report:
     title: str
     problems: list = field(default_factory=list)   # [Problem]
     passed: list = field(default_factory=list)     # names of checks that ran and found nothing
-    skipped: list = field(default_factory=list)    # [(check name, reason)]
+    skipped: list = field(default_factory=list)    # [(check name, reason)]: does not apply to this input
+    crashed: list = field(default_factory=list)    # [(check name, "ExceptionType: message")]: could not judge
     details: dict = field(default_factory=dict)    # check name -> data worth showing (rankings, stats)
 
     @property
     def ok(self):
-        """True when no problem has severity 'error' (warnings are information)."""
-        return not self.errors
+        """True when no problem has severity 'error' and no check crashed (a crashed check proved nothing)."""
+        return not self.errors and not self.crashed
 
     @property
     def errors(self):
@@ -61,6 +62,7 @@ class Report:
 
     def __str__(self):
         status = "OK" if self.ok else f"{len(self.errors)} ERROR(S)"
+        status += f", {len(self.crashed)} CRASHED" if self.crashed else ""
         lines = [f"{self.title}: {status}, {len(self.warnings)} warning(s), {len(self.passed)} passed"]
         for p in sorted(self.problems, key=lambda p: p.severity != "error"):
             mark = "✗" if p.severity == "error" else "!"
@@ -71,6 +73,8 @@ class Report:
             lines.append(f"  ✓ {name}")
         for name, reason in self.skipped:
             lines.append(f"  - {name} skipped: {reason}")
+        for name, error in self.crashed:
+            lines.append(f"  ✗ {name} crashed: {error}")
         return "\n".join(lines)
 
     __repr__ = __str__  # what a terminal, a doctest or a notebook's text/plain shows
@@ -86,7 +90,9 @@ class Report:
                         f"hint: {e(p.hint)}</span></li>")
         rows += [f"<li style='color:#1e8449'>✓ {e(name)}</li>" for name in self.passed]
         rows += [f"<li style='color:#777'>– {e(n)} skipped: {e(r)}</li>" for n, r in self.skipped]
-        status = "OK" if self.ok else f"{len(self.errors)} error(s)"
+        rows += [f"<li style='color:#c0392b'>✗ {e(n)} crashed: {e(r)}</li>" for n, r in self.crashed]
+        status = "OK" if self.ok else f"{len(self.errors)} error(s)" + (f", {len(self.crashed)} crashed"
+                                                                        if self.crashed else "")
         return (f"<div><b>{e(self.title)}</b>: {status}, {len(self.warnings)} warning(s), "
                 f"{len(self.passed)} passed<ul style='list-style:none;padding-left:1em'>"
                 + "".join(rows) + "</ul></div>")

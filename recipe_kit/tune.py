@@ -11,12 +11,11 @@ The LR range test (Smith, 2017) finds a good learning rate in one short run inst
 """
 import copy
 import math
-import random
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
+from .rng import preserved_rng
 from .train import model_device
 
 
@@ -89,21 +88,6 @@ def plot_random_vs_grid(random_points, grid_points, x="lr", y="wd", log=True):
 
 # ----------------------------------------------------------------------------- LR range test
 
-def _rng_states():
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states):
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def _batches_forever(loader):
     """Cycle through the loader: the test may want more steps than one epoch has batches."""
     while True:
@@ -135,30 +119,30 @@ def lr_range_test(model, loader, loss_fn, make_optimizer, start_lr=1e-6, end_lr=
         raise ValueError(f"steps={steps}: use at least 5 steps (100 is typical).")
     if not 0 < smooth <= 1:
         raise ValueError(f"smooth={smooth}: the weight of each new loss must be in (0, 1].")
-    states, epoch = _rng_states(), getattr(loader, "epoch", None)  # BatchLoader counts epochs
+    epoch = getattr(loader, "epoch", None)  # BatchLoader counts epochs
     try:
-        trial = copy.deepcopy(model).train()
-        optimizer = make_optimizer(trial.parameters())
-        device = model_device(trial)
-        lrs, losses, smoothed, stopped = [], [], [], f"reached end_lr={end_lr:g}"
-        average = 0.0
-        for step, (x, y) in zip(range(steps), _batches_forever(loader)):
-            lr = start_lr * (end_lr / start_lr) ** (step / (steps - 1))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(trial(x.to(device)), y.to(device))
-            loss.backward()
-            optimizer.step()
-            average = (1 - smooth) * average + smooth * loss.item()
-            lrs.append(lr)
-            losses.append(loss.item())
-            smoothed.append(average / (1 - (1 - smooth) ** (step + 1)))  # bias-corrected: no start at 0
-            if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge_factor * min(smoothed):
-                stopped = f"diverged at lr={lr:.3g} (step {step})"
-                break
+        with preserved_rng():
+            trial = copy.deepcopy(model).train()
+            optimizer = make_optimizer(trial.parameters())
+            device = model_device(trial)
+            lrs, losses, smoothed, stopped = [], [], [], f"reached end_lr={end_lr:g}"
+            average = 0.0
+            for step, (x, y) in zip(range(steps), _batches_forever(loader)):
+                lr = start_lr * (end_lr / start_lr) ** (step / (steps - 1))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(trial(x.to(device)), y.to(device))
+                loss.backward()
+                optimizer.step()
+                average = (1 - smooth) * average + smooth * loss.item()
+                lrs.append(lr)
+                losses.append(loss.item())
+                smoothed.append(average / (1 - (1 - smooth) ** (step + 1)))  # bias-corrected: no start at 0
+                if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge_factor * min(smoothed):
+                    stopped = f"diverged at lr={lr:.3g} (step {step})"
+                    break
     finally:
-        _restore_rng_states(states)
         if epoch is not None:
             loader.epoch = epoch
     return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "stopped": stopped,
