@@ -1,11 +1,13 @@
 """Time each course notebook top to bottom, as a learner's "Restart & Run All" would, against its budget.
 
-    .venv/bin/python benchmarks/notebooks.py [--avx2] [notebooks/01_*.ipynb ...]
+    .venv/bin/python benchmarks/notebooks.py [--avx2] [--write] [notebooks/01_*.ipynb ...]
 
 Budgets (2 CPU cores): notebooks 1-5 at most 4 minutes each, notebook 6 at most 6; all six under 20,
 on CPUs with fast bfloat16 and on AVX2-only CPUs alike. --avx2 runs the kernels as on an AVX2-only
 CPU (recipe_kit.cpu.AVX2_ENV: no AVX-512, no AMX, so bfloat16 is off), which is how to measure the
 slow path on a bigger machine. The first line printed says which path ran.
+--write saves each executed notebook back into notebooks/ (the committed outputs), recording in its
+metadata the CPU path that made them (tests/test_portability.py checks the record is there).
 Executes copies in a temporary folder; the committed notebooks are not modified. Notebook 6
 ensembles the models notebooks 3-5 save in runs/models/: run alone, it is timed with the ones
 already in this checkout's runs/models/ (as after a learner's run-through), else it trains stand-ins.
@@ -28,11 +30,15 @@ DEFAULT_BUDGET_S = 4 * 60
 TOTAL_BUDGET_S = 20 * 60
 
 
-def run(path, workdir):
+def run(path, workdir, write=False, made_on=""):
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if write:
+        notebook.metadata["recipe_course"] = {"outputs_made_on": made_on}
+        nbformat.write(notebook, path)
+    return seconds
 
 
 def cpu_path():
@@ -41,11 +47,12 @@ def cpu_path():
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def main(paths, avx2=False):
+def main(paths, avx2=False, write=False):
     if avx2:
         from recipe_kit.cpu import AVX2_ENV
         os.environ.update(AVX2_ENV)
-    print("CPU path:", cpu_path(), flush=True)
+    made_on = cpu_path()
+    print("CPU path:", made_on, flush=True)
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     total, over = 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +61,7 @@ def main(paths, avx2=False):
         if (ROOT / "runs" / "models").is_dir():            # what notebooks 3-5 saved, for notebook 6 run alone
             shutil.copytree(ROOT / "runs" / "models", Path(tmp) / "runs" / "models")
         for path in paths:
-            seconds = run(path, workdir)
+            seconds = run(path, workdir, write, made_on)
             budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
             total += seconds
             flag = "ok" if seconds <= budget else "OVER BUDGET"
@@ -68,5 +75,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", help="default: all six, in order")
     parser.add_argument("--avx2", action="store_true", help="run as on an AVX2-only CPU (bfloat16 off)")
+    parser.add_argument("--write", action="store_true", help="save the executed notebooks into notebooks/")
     args = parser.parse_args()
-    sys.exit(main(args.notebooks, avx2=args.avx2))
+    sys.exit(main(args.notebooks, avx2=args.avx2, write=args.write))
