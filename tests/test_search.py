@@ -24,17 +24,9 @@ def memory_study(**kwargs):
     return search.open_study("test", optuna.storages.InMemoryStorage(), **kwargs)
 
 
-def test_two_worker_processes_share_one_study_without_duplicates_or_losses(tmp_path):
+def test_two_worker_processes_share_one_study_without_duplicates_or_losses(tmp_path, two_search_workers):
     storage = f"sqlite:///{tmp_path / 'search.db'}"  # a fresh database: the workers race to create it
-    command = [sys.executable, "-m", "recipe_kit.search", "worker", "--study", "shared", "--trials", "10",
-               "--storage", storage, "--objective", "recipe_kit.search:slow_toy_objective"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [w.communicate(timeout=120) for w in workers]
-    for w, (out, err) in zip(workers, outputs):
-        assert w.returncode == 0, err
-        assert "ran trials" in out
+    two_search_workers(storage, "shared")
 
     study = search.open_study("shared", storage)
     trials = study.get_trials()

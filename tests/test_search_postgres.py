@@ -10,7 +10,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pandas as pd
 import pytest
 
 from recipe_kit import search
-from recipe_kit.data import PROJECT_ROOT
 
 
 def server_binaries():
@@ -71,16 +69,9 @@ def postgres_url():
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_study_through_postgresql(postgres_url):
-    command = [sys.executable, "-m", "recipe_kit.search", "worker", "--study", "pg", "--trials", "10",
-               "--storage", postgres_url, "--objective", "recipe_kit.search:slow_toy_objective"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [w.communicate(timeout=300) for w in workers]
-    for w, (out, err) in zip(workers, outputs):
-        assert w.returncode == 0, err
-        assert "ran trials" in out and "Warning" not in err, err   # no RuntimeWarning, no Optuna warning
+def test_two_workers_share_a_study_through_postgresql(postgres_url, two_search_workers):
+    for out, err in two_search_workers(postgres_url, "pg", timeout=300):
+        assert "Warning" not in err, err   # no RuntimeWarning, no Optuna warning
 
     trials = search.open_study("pg", postgres_url).get_trials()
     assert sorted(t.number for t in trials) == list(range(20))      # none lost, none twice

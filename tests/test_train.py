@@ -332,21 +332,8 @@ def test_non_finite_batchnorm_statistics_with_a_finite_loss_are_caught():
 
 
 def test_divergence_with_early_stopping_restores_the_best_epoch():
-    model = nn.Linear(4, 2)
-    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0]))] * 2
-    losses = [1.0, 0.5, 0.7, float("nan")]
-    steps = []
-
-    def step(model, batch, loss_fn, optimizer):
-        steps.append(1)
-        epoch = (len(steps) + 1) // 2
-        with torch.no_grad():
-            model.weight.fill_(epoch)
-        return losses[epoch - 1]
-
     with pytest.warns(UserWarning, match="loss became nan at step 7"):
-        h = fit(model, batches, None, None, 4, train_step=step, early_stopping=EarlyStopping(metric="train_loss"),
-                progress=False)
+        model, h = scripted_fit([1.0, 0.5, 0.7, float("nan")], EarlyStopping(metric="train_loss"))
     assert "weights from the end of epoch 3" in h["stopped"] and "Restored the weights of epoch 2" in h["stopped"]
     assert torch.all(model.weight == 2)
 
