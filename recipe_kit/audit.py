@@ -18,6 +18,7 @@ import torch
 from .audit_similarity import (FAST_QUERIES, STAGE1, best_permutation, check_duplicates, check_leakage,
                                check_near_duplicates, check_near_leakage, features, knn_probabilities,
                                nearest, pct, test_neighbours, train_neighbours)
+from .audit_shift import check_shortcuts, check_train_vs_test
 from .checks import run_check
 from .data import Images
 from .report import Report
@@ -35,9 +36,12 @@ CHECKS = {
     "label_signal": "whether labels agree with the images at all (k-NN accuracy vs chance)",
     "label_issues": "likely mislabeled samples, ranked (cleanlab on out-of-sample k-NN probabilities)",
     "label_map": "whether test labels mean the same classes as train labels",
+    "train_vs_test": "a classifier that tells test from train samples (adversarial validation): other geometry, "
+                     "resolution or source",
+    "shortcuts": "one pixel or image statistic predicting the label in train far better than in test",
 }
 EXPENSIVE = ("near_duplicates", "near_leakage", "label_issues")   # skipped by budget="fast"
-NEEDS_TEST = ("leakage", "near_leakage", "label_map")
+NEEDS_TEST = ("leakage", "near_leakage", "label_map", "train_vs_test", "shortcuts")
 # label_issues severity. cleanlab's flagged share grows as the k-NN model gets weaker (clean
 # Fashion-MNIST: 5.8% of 60k train, 6.3% of 10k test, 10-12% of a 2000 subset, ~20% of 200 samples),
 # so it only makes warnings. Errors use the "consensus disagreement": among samples whose 10 nearest
@@ -504,4 +508,5 @@ def check_label_map(d, report):
 RUN = {"corrupted": check_corrupted, "value_range": check_value_range, "class_balance": check_class_balance,
        "duplicates": check_duplicates, "near_duplicates": check_near_duplicates, "leakage": check_leakage,
        "near_leakage": check_near_leakage, "label_signal": check_label_signal,
-       "label_issues": check_label_issues, "label_map": check_label_map}
+       "label_issues": check_label_issues, "label_map": check_label_map, "train_vs_test": check_train_vs_test,
+       "shortcuts": check_shortcuts}

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 MEAN, STD = 0.2860, 0.3530   # Fashion-MNIST training-set pixel statistics on the 0..1 scale
@@ -281,6 +282,75 @@ def sorted_unshuffled_loader(images, labels):
     return mlp(), loader, nn.CrossEntropyLoss(), adam(), standard_step
 
 
+# ----------------------------------------------------------------------------- mechanism checks' calibration
+
+class UnregisteredScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+        self.scale = torch.ones(10, requires_grad=True)           # BUG: a tensor, not an nn.Parameter
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
+def tensor_not_parameter(images, labels):
+    return UnregisteredScale(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+def adamw_decay_typo(images, labels):
+    make = lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=10.0)   # BUG: meant 1e-2
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, standard_step
+
+
+def class_weight_zero(images, labels):
+    weight = torch.ones(10)
+    weight[3] = 0.0                                               # BUG: a class "masked out" while debugging
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(weight=weight), adam(), standard_step
+
+
+class ReshapedChannels(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                 nn.Linear(128, 10))
+
+    def forward(self, x):                                         # x: (B, H, W, C) as PIL/numpy give it
+        return self.net(x.reshape(len(x), 3, 28, 28))             # BUG: meant x.permute(0, 3, 1, 2)
+
+
+def channels_last_reshaped(images, labels):
+    x = standardize(images)[:, 0]                                 # (N, 28, 28)
+    channels = [x, x.flip(2), x.roll(7, 1)]                       # three different views as colour channels
+    return ReshapedChannels(), (torch.stack(channels, 3), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+class NoisyInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x):
+        return self.net(x + 0.5 * torch.randn_like(x))            # BUG: augmentation noise also at eval
+
+
+def noise_at_eval(images, labels):
+    return NoisyInput(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+def cosine_epochs_stepped_per_batch(images, labels):
+    def make(params):
+        opt = torch.optim.Adam(params, lr=1e-3)
+        opt.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)   # 30 epochs
+        return opt
+
+    def step(model, batch, loss_fn, optimizer):
+        loss = standard_step(model, batch, loss_fn, optimizer)
+        optimizer.scheduler.step()                                # BUG: per batch
+        return loss
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, step
+
+
 CATALOG = [
     Bug("softmax_before_cross_entropy", "The model ends in Softmax, and CrossEntropyLoss applies log_softmax "
         "again: logits are squashed into [0, 1].", softmax_before_cross_entropy, "output_activation"),
@@ -333,6 +403,18 @@ CATALOG = [
         labels_shuffled_separately, "beats_baseline", "full"),
     Bug("sorted_unshuffled_loader", "A DataLoader with shuffle=False over data stored grouped by class: "
         "each batch holds one class.", sorted_unshuffled_loader, "batch_order"),
+    Bug("tensor_not_parameter", "A learnable output scale created as a plain tensor with requires_grad=True: "
+        "not in model.parameters(), so never trained.", tensor_not_parameter, "registered_params"),
+    Bug("adamw_decay_typo", "AdamW with weight_decay=10 (meant 1e-2): the weights shrink 1% per step.",
+        adamw_decay_typo, "weight_decay"),
+    Bug("class_weight_zero", "A class weight left at 0: that class is never learned.", class_weight_zero,
+        "loss_classes"),
+    Bug("channels_last_reshaped", "(N, H, W, C) images reshaped to (N, C, H, W) instead of permuted: the "
+        "height axis is scrambled.", channels_last_reshaped, "input_layout"),
+    Bug("noise_at_eval", "Noise augmentation inside forward, also in eval mode: predictions are random.",
+        noise_at_eval, "eval_determinism"),
+    Bug("cosine_epochs_stepped_per_batch", "CosineAnnealingLR(T_max=30 epochs) stepped every batch: the lr "
+        "hits 0 at step 30.", cosine_epochs_stepped_per_batch, "lr_schedule", "full"),
 ]
 
 BY_NAME = {bug.name: bug for bug in CATALOG}

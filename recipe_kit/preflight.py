@@ -23,6 +23,7 @@ import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import preflight_checks as checks
+from . import preflight_mechanisms as mechanisms
 from .checks import run_check
 from .pipeline import BadInput, ModelFailed, StepFailed, setup
 from .pipeline import loss_floor, loss_kind  # noqa: F401 (re-exported: tests and notebooks use them)
@@ -45,6 +46,12 @@ CHECKS = {
     "zero_grad": ("fast", "gradients accumulating across steps (missing optimizer.zero_grad())"),
     "train_mode": ("fast", "model in eval mode during the train step"),
     "batch_order": ("fast", "label-sorted batches from a loader that does not shuffle"),
+    "registered_params": ("fast", "tensors that shape the output but are not in model.parameters() (a python list of layers)"),
+    "weight_decay": ("fast", "weight decay orders of magnitude too strong for the gradient"),
+    "loss_classes": ("fast", "classes the loss ignores or weights inversely, class ids fitted as numbers"),
+    "input_layout": ("fast", "image axes scrambled at the first conv (view where permute was meant)"),
+    "eval_determinism": ("fast", "eval-mode outputs that change from run to run (F.dropout left on)"),
+    "lr_schedule": ("full", "a learning rate that collapses within 200 steps (a per-epoch schedule stepped per batch)"),
     "overfit_batch": ("full", "cannot overfit one small batch, divergence, NaN"),
     "beats_baseline": ("full", "a short run that does not beat an input-independent model on held-out "
                                "samples (labels misaligned with inputs)"),
@@ -77,7 +84,8 @@ def preflight(model, train, loss_fn, make_optimizer, train_step=None, num_classe
                 report.skipped.append((name, 'needs hundreds of steps: run with budget="full"'))
             else:
                 seed_all(seed)
-                run_check(name, getattr(checks, "check_" + name), pipe, report, reraise=BadInput, explain=explain)
+                check = getattr(checks, "check_" + name, None) or getattr(mechanisms, "check_" + name)
+                run_check(name, check, pipe, report, reraise=BadInput, explain=explain)
         checks.check_caller_model_untouched(pipe, saved, report)
     checks.check_caller_optimizer_untouched(foreign, report)
     return report

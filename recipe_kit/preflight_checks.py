@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .checks import NotApplicable  # noqa: F401 (checks may raise it)
 from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
@@ -187,6 +188,15 @@ def check_loss_at_init(pipe, report):
 
 def check_output_activation(pipe, report):
     kind = pipe["loss_kind"]
+    if kind is None and is_bce_with_logits(pipe["loss_fn"]):
+        out = probe(pipe)["out"]
+        if bool(((out > 0) & (out < 1)).all()) and out.numel() >= 16:
+            report.add("output_activation", "error", f"every output lies in (0, 1) ({out.numel()} outputs) and "
+                       "BCEWithLogitsLoss applies a sigmoid itself: the model's sigmoid is applied twice, so "
+                       "predicted probabilities stay within (0.5, 0.73) and gradients shrink.",
+                       "Remove the final sigmoid (feed logits), or use nn.BCELoss on probabilities; stage 2.",
+                       probe(pipe)["last"][0] if isinstance(probe(pipe)["last"][1], SQUASHERS) else "forward")
+        return None
     if kind is None:
         return "loss_fn is not a cross-entropy or NLL loss"
     pr = probe(pipe)
@@ -226,6 +236,19 @@ def check_output_activation(pipe, report):
                    "picks -output[y], so the loss is unbounded below and training pushes logits to infinity.",
                    "Add log_softmax(dim=1) at the end of the model, or use CrossEntropyLoss on the logits; stage 2.",
                    where)
+
+
+def is_bce_with_logits(loss_fn):
+    """Does loss_fn compute binary cross-entropy on logits? Found by calling it, like loss_kind."""
+    if isinstance(loss_fn, nn.BCEWithLogitsLoss):
+        return True
+    g = torch.Generator().manual_seed(0)
+    z, t = torch.randn(16, generator=g) * 2, torch.randint(0, 2, (16,), generator=g).float()
+    try:
+        with torch.no_grad():
+            return abs(float(loss_fn(z, t)) - F.binary_cross_entropy_with_logits(z, t).item()) < 1e-5
+    except Exception:
+        return False
 
 
 def check_input_dependence(pipe, report):
@@ -284,6 +307,7 @@ def check_batch_independence(pipe, report):
     runs = []
     for batch in (x, x2):
         calls = []
+        seed_all(pipe["seed"])               # the same random draws: only the change of sample 0 differs
         with torch.no_grad():
             out = trace(model, batch, lambda n, m, i, o: calls.append((n, i, o)))
         runs.append((out, calls))

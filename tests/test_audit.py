@@ -173,7 +173,10 @@ def test_flipped_labels_are_ranked_first(fmnist):
     assert problem.message.startswith("train:")
     top = report.details["label_issues"]["train"]["indices"][:100]
     precision = np.isin(top, flipped.numpy()).mean()
-    assert precision > 0.8, f"only {precision:.0%} of the 100 top-ranked suspects were flipped"
+    # measured: 0.81-0.88 over 4 flip seeds on Intel AVX-512/AMX, the same with ATEN_CPU_CAPABILITY=avx2
+    # ONEDNN_MAX_CPU_ISA=AVX2, 0.77 on an AMD AVX2-only CPU; a ranking that ignores the labels gets the
+    # flipped share, 0.20, and a reversed one ~0. 0.6 holds on all of them and still fails a broken ranking.
+    assert precision > 0.6, f"only {precision:.0%} of the 100 top-ranked suspects were flipped (random: 20%)"
     assert not errors_of(report, "label_signal")                # 80% of labels still carry signal
 
 

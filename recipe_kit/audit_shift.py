@@ -1,0 +1,161 @@
+"""Train versus test beyond pixel statistics, and shortcuts: two audit_data checks by mechanism.
+
+train_vs_test (adversarial validation): if a classifier can tell train images from test images, the
+test set does not measure what the model will face; it finds shifts that per-split means and variances
+miss (geometry, resolution, another source). shortcuts: a feature far simpler than the object (one
+pixel, a border, an image statistic) that predicts the label in train much better than in test is a
+watermark or a leak the model will learn instead of the object.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audit_similarity import STAGE1
+
+SHIFT_SAMPLES = 2000        # per split, for the train-vs-test classifier
+# AUC of telling train from test, 5-fold cross-validated. Clean Fashion-MNIST 2000/500 subsets: ~0.5;
+# test transposed: ~0.95; test at half resolution: ~1.0.
+SHIFT_ERROR, SHIFT_WARNING = 0.75, 0.62
+SHORTCUT_SAMPLES = 4000     # per split, for the one-feature rules
+BINS = 16
+# the best one-feature rule (fitted on half of train, scored on the other half). Clean Fashion-MNIST:
+# train 0.22-0.33, test within 0.05 of it; the label written into a pixel in train only: train 1.0,
+# test 0.1. A shortcut is strong (SHORTCUT_STRENGTH of the way from chance to perfect) and does not
+# carry over to test (SHORTCUT_GAP).
+SHORTCUT_STRENGTH, SHORTCUT_GAP = 0.5, 0.2
+
+
+def describe(x):
+    """(N, F) features of images (N, C, H, W): 7x7 thumbnails and image statistics, named."""
+    x = x.float()
+    x = (x - x.mean()) / (x.std() + 1e-8)
+    thumb = F.adaptive_avg_pool2d(x, 7).flatten(1)                          # (N, C*49): layout, content
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3))            # sharpness along the width
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))            # and along the height
+    flat = x.flatten(1)
+    stats = torch.stack([flat.mean(1), flat.std(1), dx, dy, flat.amax(1), flat.amin(1)], 1)
+    names = ["brightness", "contrast", "sharpness along the width", "sharpness along the height",
+             "maximum value", "minimum value"]
+    return thumb, stats, names
+
+
+def auc(scores, labels):
+    """Area under the ROC curve (Mann-Whitney U): the chance a random positive outscores a random negative."""
+    scores, labels = torch.as_tensor(scores).double(), torch.as_tensor(labels).bool()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
+    for v in scores[order].unique_consecutive()[scores[order].unique_consecutive(return_counts=True)[1] > 1]:
+        ranks[scores == v] = ranks[scores == v].mean()                          # ties share their rank
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    return ((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg)).item()
+
+
+def cross_validated_scores(feats, target, folds=5, l2=1e-2):
+    """Out-of-fold scores of an L2-regularized logistic regression (LBFGS), fold by fold."""
+    n = len(target)
+    fold = torch.arange(n) % folds
+    scores = torch.empty(n, dtype=feats.dtype)
+    for k in range(folds):
+        train = fold != k
+        w = torch.zeros(feats.shape[1] + 1, dtype=feats.dtype, requires_grad=True)
+        opt = torch.optim.LBFGS([w], max_iter=100, line_search_fn="strong_wolfe")
+        X, t = feats[train], target[train]
+
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(X @ w[:-1] + w[-1], t) + l2 * w[:-1].pow(2).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        with torch.no_grad():
+            scores[~train] = feats[~train] @ w[:-1] + w[-1]
+    return scores
+
+
+def check_train_vs_test(d, report):
+    """Adversarial validation: a logistic regression trained to tell train from test samples."""
+    xtr, xte = d["train"]["x"], d["test"]["x"]
+    if xtr.ndim != 4:
+        return "needs images (N, C, H, W)"
+    n = min(len(xtr), len(xte), SHIFT_SAMPLES)
+    if n < 50:
+        return f"needs 50 samples per split, got {n}"
+    rng = np.random.default_rng(d["seed"] + 2)
+    a, b = rng.choice(len(xtr), n, replace=False), rng.choice(len(xte), n, replace=False)
+    both = torch.cat([xtr[torch.from_numpy(a)], xte[torch.from_numpy(b)]]).float()
+    thumb, stats, names = describe(both)
+    feats = torch.cat([thumb, stats], 1).double()
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    is_test = torch.cat([torch.zeros(n), torch.ones(n)]).double()
+    score = auc(cross_validated_scores(feats, is_test), is_test)
+    report.details["train_vs_test"] = {"auc": score, "samples_per_split": n}
+    severity = "error" if score >= SHIFT_ERROR else "warning" if score >= SHIFT_WARNING else None
+    if not severity:
+        return None
+    single = [(abs(auc(stats[:, k], is_test) - 0.5), k) for k in range(stats.shape[1])]
+    gap, k = max(single)
+    if gap >= 0.2:
+        ratio = stats[n:, k].mean().item(), stats[:n, k].mean().item()
+        cause = (f"{names[k]} alone tells them apart (AUC {gap + 0.5:.2f}; mean {ratio[0]:.3g} in test vs "
+                 f"{ratio[1]:.3g} in train, standardized): another resolution, blur, exposure or encoding")
+    else:
+        cause = ("no single statistic does, the image content and layout do (7x7 thumbnails): other geometry "
+                 "(rotated, transposed, cropped) or another source")
+    report.add("train_vs_test", severity, f"a classifier tells test samples from train samples with AUC {score:.2f} "
+               f"(0.5 = indistinguishable, {n} per split, cross-validated); {cause}.",
+               f"Test accuracy will not predict accuracy on train-like data. {STAGE1}: plot train and test "
+               "images side by side, and build both splits with one pipeline.")
+
+
+def check_shortcuts(d, report):
+    """One pixel or one image statistic that predicts the label in train far better than in test."""
+    tr, te = d["train"], d["test"]
+    if tr["x"].ndim != 4:
+        return "needs images (N, C, H, W)"
+    C = d["num_classes"]
+    rng = np.random.default_rng(d["seed"] + 3)
+    pick = lambda s: torch.from_numpy(np.sort(rng.choice(len(s["y"]), min(len(s["y"]), SHORTCUT_SAMPLES), replace=False)))
+    a, b = pick(tr), pick(te)
+    if len(a) < 40 * C or len(b) < 10 * C:
+        return f"needs {40 * C} train and {10 * C} test samples"
+    images = torch.cat([tr["x"][a], te["x"][b]])
+    _, stats, names = describe(images)
+    pixel_names = [f"pixel {tuple(int(i) for i in np.unravel_index(k, tr['x'].shape[1:]))}"
+                   for k in range(images[0].numel())]
+    y, yt = tr["y"][a], te["y"][b]
+    half = len(y) // 2                       # rules fitted on one half of train, judged on the other
+    best = None
+    for values, labels in ((images.flatten(1).float(), pixel_names), (stats, names)):
+        bins = quantile_bins(values, half)
+        rule = one_feature_rules(bins[:half], y[:half], C)                      # (F, BINS)
+        acc = lambda rows, target: (rule.gather(1, bins[rows].T) == target).float().mean(1)   # (F,)
+        acc_tr, acc_te = acc(slice(half, len(y)), y[half:]), acc(slice(len(y), None), yt)
+        k = int(acc_tr.argmax())
+        if best is None or acc_tr[k] > best[0]:
+            best = (acc_tr[k].item(), acc_te[k].item(), labels[k])
+    acc_tr, acc_te, name = best
+    chance = torch.bincount(y, minlength=C).max().item() / len(y)
+    se = np.sqrt(max(acc_te * (1 - acc_te), 0.01) / len(yt))
+    report.details["shortcuts"] = {"feature": name, "train_accuracy": acc_tr, "test_accuracy": acc_te}
+    strong = acc_tr >= chance + SHORTCUT_STRENGTH * (1 - chance)    # as good as a model of the object
+    if strong and acc_tr - acc_te > SHORTCUT_GAP and acc_tr - acc_te > 4 * se:
+        report.add("shortcuts", "error", f"{name} alone predicts the train label {acc_tr:.0%} of the time (held-out "
+                   f"train samples) but the test label only {acc_te:.0%}: a shortcut (a watermark, a stamp, a "
+                   "border, a file-name leak) that a model learns instead of the object, and test data lacks.",
+                   f"Look at that feature across classes in train; remove it (crop, blank) or fix how the split was "
+                   f"made. {STAGE1}.", where=name)
+
+
+def quantile_bins(values, n_fit):
+    """(N, F) values -> (N, F) bin indices 0..BINS-1, bin edges from the first n_fit rows' quantiles."""
+    edges = torch.quantile(values[:n_fit], torch.linspace(0, 1, BINS + 1)[1:-1], dim=0)   # (BINS-1, F)
+    return torch.searchsorted(edges.T.contiguous(), values.T.contiguous(), right=True).T  # (N, F)
+
+
+def one_feature_rules(bins, y, C):
+    """For each feature, the rule bin -> the majority class of the samples in that bin: (F, BINS)."""
+    N, Fn = bins.shape
+    idx = (torch.arange(Fn) * BINS * C).unsqueeze(0) + bins * C + y.unsqueeze(1)     # (N, F)
+    counts = torch.zeros(Fn * BINS * C).index_add_(0, idx.flatten(), torch.ones(idx.numel()))
+    return counts.view(Fn, BINS, C).argmax(2)

@@ -1,0 +1,297 @@
+"""Preflight checks designed by mechanism: each tests a property every correct pipeline has, so that
+bugs nobody listed break it too. What is trained (registered_params, lr_schedule, weight_decay), what
+the loss counts (loss_classes), what the model sees (input_layout, eval_determinism).
+
+Same contract as preflight_checks.py: check(pipe, report) adds Problems and returns None, or a string
+saying why it does not apply. Thresholds are named below with the values measured on the correct
+pipelines (correct_pipelines.py, tests/test_preflight.py) and on the bugs that break the property.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .pipeline import batches_from, call_step, fresh_model, make_optimizer_for, trace
+from .rng import seed_all
+
+# input_layout: correlation of neighbouring pixels along W and along H at the first conv. Correct images:
+# 0.40/0.69 (8x8 digits) to 0.86/0.90 (Fashion-MNIST, 32x32x3); (B, H, W, C) viewed as (B, C, H, W):
+# 0.95/0.03. Error when one axis keeps < LAYOUT_RATIO of the other's correlation.
+LAYOUT_MIN_CORR, LAYOUT_RATIO = 0.5, 0.2
+# eval_determinism: largest difference between two eval forwards of one batch under other seeds,
+# relative to the outputs' size. Correct models: exactly 0 on CPU; F.dropout left on: ~0.5.
+EVAL_NOISE = 1e-4
+# loss_classes: per-class weight of the loss's gradient (1 for every class without weights).
+# Inverse-frequency weights on 5:1 imbalance: slope of log weight vs log frequency -1; weights equal to
+# the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN.
+WEIGHT_SLOPE, WEIGHT_SPAN = 0.5, 1e3
+ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
+# lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
+# its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6.
+LR_CALLS, LR_FLOOR = 200, 1e-3
+# weight_decay: coupled L2 (SGD, Adam): |wd * w| / |grad| on the median layer at init; wd=5e-4: 0.003-0.03,
+# wd=5: 30-300. Decoupled (AdamW): weights shrink by lr * wd per step; 1e-3 * 0.05 = 5e-5 typical.
+DECAY_RATIO, DECOUPLED_SHRINK = 10.0, 5e-3
+
+
+# ----------------------------------------------------------------------------- what is trained
+
+def check_registered_params(pipe, report):
+    """Every tensor that requires grad and shapes the output must be one of model.parameters(): others are
+    missed by the optimizer, .to(device) and state_dict (layers kept in a python list or dict)."""
+    model = fresh_model(pipe).train()
+    x, y = pipe["x"][:8], pipe["y"][:8]
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+        return "the output does not depend on any tensor that requires grad"
+    own = {id(p) for p in model.parameters()}
+    leaves, seen, todo = [], set(), [out.grad_fn]
+    while todo:                                        # walk the autograd graph back to its leaves
+        fn = todo.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if hasattr(fn, "variable"):                    # AccumulateGrad: a leaf that will get a .grad
+            if id(fn.variable) not in own:
+                leaves.append(fn.variable)
+        todo.extend(f for f, _ in fn.next_functions)
+    if not leaves:
+        return None
+    where = unregistered_attributes(model) or ["forward"]
+    size = sum(t.numel() for t in leaves)
+    report.add("registered_params", "error", f"{len(leaves)} tensors ({size:,} values) require grad and shape the "
+               "output but are not in model.parameters(): the optimizer never sees them, so they keep their "
+               "initial values (and .to(device) and state_dict skip them too).",
+               "Hold layers in nn.ModuleList / nn.ModuleDict (not a python list or dict) and tensors in "
+               "nn.Parameter; stage 2.", ", ".join(where[:3]))
+
+
+def unregistered_attributes(model):
+    """'hidden' for `self.hidden = [nn.Linear(...), ...]`: module attributes that hide modules or tensors."""
+    found = []
+    for prefix, m in model.named_modules():
+        for attr, value in vars(m).items():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, nn.Module) or (isinstance(v, torch.Tensor) and v.requires_grad) for v in items):
+                if attr not in ("_parameters", "_buffers", "_modules") and not attr.startswith("_"):
+                    found.append(f"{prefix}.{attr}" if prefix else attr)
+    return found
+
+
+def learning_rates(pipe, calls):
+    """The largest lr over the param groups at each of `calls` calls of train_step (a fresh copy, batches
+    of 2 samples: the schedule is the point, not the weights)."""
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    lrs = []
+    hook = opt.register_step_pre_hook(lambda o, a, k: lrs.append(max(float(g.get("lr", 0.0)) for g in o.param_groups)))
+    try:
+        for batch in batches_from(pipe, 0, calls, 2):
+            if not math.isfinite(call_step(pipe, model, batch, opt)):
+                break
+    finally:
+        hook.remove()
+    return lrs
+
+
+def check_lr_schedule(pipe, report):
+    """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
+    a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
+    lrs = learning_rates(pipe, LR_CALLS)
+    if len(lrs) < 10:
+        return f"optimizer.step() ran {len(lrs)} times in {LR_CALLS} calls"
+    top = [max(lrs[:i + 1]) for i in range(len(lrs))]             # the highest lr so far
+    low = min(range(len(lrs)), key=lambda i: lrs[i] / top[i] if top[i] > 0 else 1.0)
+    if top[low] <= 0 or lrs[low] >= LR_FLOOR * top[low]:
+        return None
+    peak = lrs.index(top[low])
+    report.add("lr_schedule", "error", f"the learning rate falls from {lrs[peak]:.3g} (step {peak}) to "
+               f"{lrs[low]:.3g} by step {low}: after {low} steps training has all but stopped. A schedule meant "
+               "per epoch (StepLR, MultiStepLR, CosineAnnealingLR with T_max=epochs) is stepped every batch.",
+               "Call scheduler.step() once per epoch, or size it in batches (T_max/total_steps = epochs x "
+               "batches per epoch); stage 5.", "train_step", lrs=lrs)
+
+
+def check_weight_decay(pipe, report):
+    """Weight decay is a gentle pull: far smaller than the gradient (L2 in SGD/Adam), or a slow shrink
+    per step (AdamW). Orders of magnitude more swamp learning."""
+    model = fresh_model(pipe).train()
+    opt = make_optimizer_for(pipe, model)
+    groups = [g for g in opt.param_groups if g.get("weight_decay", 0)]
+    if not groups:
+        return "no param group has weight_decay"
+    decoupled = isinstance(opt, torch.optim.AdamW) or any(g.get("decoupled_weight_decay") for g in groups)
+    if decoupled:
+        shrink = max(float(g["lr"]) * g["weight_decay"] for g in groups)
+        if shrink > DECOUPLED_SHRINK:
+            report.add("weight_decay", "error", f"decoupled weight decay shrinks the weights by {shrink:.2g} of "
+                       f"their size every step (lr x weight_decay): they halve in {math.log(2) / shrink:.0f} steps "
+                       "whatever the data says. Typical: 1e-5 .. 1e-4 per step.",
+                       "Check weight_decay for a typo (0.05, not 5); stage 4.", "make_optimizer")
+        return None
+    x, y = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
+    pipe["loss_fn"](model(x), y).backward()
+    ratios = []
+    for g in groups:
+        for p in g["params"]:
+            if p.grad is not None and p.ndim >= 2 and p.grad.norm() > 0:
+                ratios.append((g["weight_decay"] * p.detach().norm() / p.grad.norm()).item())
+    if not ratios:
+        return "no decayed weight matrix gets a gradient"
+    median = sorted(ratios)[len(ratios) // 2]
+    if median > DECAY_RATIO:
+        wd = max(g["weight_decay"] for g in groups)
+        report.add("weight_decay", "error", f"weight_decay={wd:g} makes the decay term {median:.3g}x the loss's "
+                   "gradient (median weight matrix at init): every step mostly shrinks the weights toward 0 "
+                   "instead of fitting the data. Typical: 0.001 .. 0.1 of it.",
+                   "Check weight_decay for a typo (5e-4, not 5); stage 4.", "make_optimizer", ratios=ratios)
+
+
+# ----------------------------------------------------------------------------- what the loss counts
+
+def class_weights_seen(pipe):
+    """The weight the loss gives each class, read from its gradient: one sample per class, uniform
+    logits; a class's row of the gradient is proportional to its weight (0 when ignored)."""
+    C = pipe["num_classes"]
+    z = torch.zeros(C, *pipe["out_shape"], device=pipe["device"], requires_grad=True)
+    y = torch.arange(C, device=pipe["device"])
+    if pipe["y"].ndim > 1:                             # per-position labels: one class per sample everywhere
+        y = y.view(C, *[1] * (pipe["y"].ndim - 1)).expand(C, *pipe["y"].shape[1:])
+    out = F.log_softmax(z, 1) if pipe["loss_kind"]["name"] == "nll" else z
+    loss = pipe["loss_fn"](out, y)
+    if not torch.isfinite(loss):
+        return None
+    loss.backward()
+    w = z.grad.reshape(C, -1).norm(dim=1).double()
+    return w / w.max() if w.max() > 0 else w
+
+
+def check_loss_classes(pipe, report):
+    """Every class present in the labels must count in the loss, with weights that do not favour the
+    frequent classes; class ids must not be fitted as numbers."""
+    if pipe["loss_kind"] is None:
+        return regression_on_ids(pipe, report)
+    C = pipe["num_classes"]
+    w = class_weights_seen(pipe)
+    if w is None:
+        return "the loss is not finite on one sample per class"
+    counts = torch.bincount(pipe["y"].reshape(-1).clamp(0, C - 1).cpu(), minlength=C).double()
+    present = counts > 0
+    ignored = [c for c in range(C) if present[c] and w[c] == 0]
+    if ignored:
+        share = counts[ignored].sum().item() / counts.sum().item()
+        report.add("loss_classes", "error", f"class(es) {ignored} ({share:.0%} of the labels) contribute nothing to "
+                   "the loss or its gradient: the model is never taught them. ignore_index is set to a real class, "
+                   "or their class weight is 0.",
+                   "Set ignore_index only to a value no real label takes (the default -100) and give every class "
+                   "a weight > 0; stage 2.", "loss_fn", weights=w.tolist())
+        return None
+    use = present & (w > 0)
+    if use.sum() < 2:
+        return "fewer than two classes present"
+    if w[use].max() / w[use].min() > WEIGHT_SPAN:
+        report.add("loss_classes", "error", f"the class weights span {w[use].max() / w[use].min():.3g}x: the "
+                   "lightest classes are as good as ignored.", "Use inverse-frequency weights (or their square root) "
+                   "at most; stage 2.", "loss_fn", weights=w.tolist())
+        return None
+    freq = (counts / counts.sum())[use].log()
+    if freq.max() - freq.min() < math.log(1.5):
+        return None                                   # balanced classes: any weighting is a choice
+    lw = w[use].log()
+    slope = (((freq - freq.mean()) * (lw - lw.mean())).sum() / ((freq - freq.mean()) ** 2).sum()).item()
+    if slope > WEIGHT_SLOPE:
+        report.add("loss_classes", "error", f"the loss weights classes up as they get more frequent (slope "
+                   f"{slope:.2f} of log weight vs log frequency; inverse-frequency weights give -1): the rare "
+                   "classes count less than in the plain loss. The weights are the counts, not their inverse.",
+                   "Use weight = counts.sum() / (C * counts) (inverse frequency); stage 2.", "loss_fn",
+                   weights=w.tolist(), slope=slope)
+
+
+def regression_on_ids(pipe, report):
+    y = pipe["y"]
+    if not y.is_floating_point() or pipe["out_shape"] not in ((), (1,)):
+        return "not a classification loss"
+    values = y.reshape(-1).unique()
+    K = len(values)
+    ids = bool((values == values.round()).all()) and K >= 3 and torch.equal(values.cpu(), torch.arange(K).to(values))
+    if not ids:
+        return "targets are not class ids 0..K-1"
+    if K < ID_TARGET_CLASSES:
+        return f"targets 0..{K - 1} may be an ordered scale (ratings): fitting them as numbers can be right"
+    report.add("loss_classes", "error", f"the targets are the integers 0..{K - 1} and the loss fits them as numbers "
+               "with one output: it treats class 5 as lying between classes 4 and 6 and calls predicting 4 for a "
+               "9 worse than predicting 8. Class ids have no order.",
+               f"Give the model {K} outputs and use nn.CrossEntropyLoss with integer (long) labels; stage 2.",
+               "loss_fn")
+
+
+# ----------------------------------------------------------------------------- what the model sees
+
+def check_input_layout(pipe, report):
+    """Neighbouring pixels are alike along both axes of an image; a view/reshape where a permute was meant
+    keeps memory neighbours alike and scrambles the other axis."""
+    model = fresh_model(pipe).eval()
+    seen = []
+
+    def on_call(name, module, inp, out):
+        if not seen and isinstance(module, nn.Conv2d) and inp is not None and inp.ndim == 4:
+            seen.append((name, inp.detach()))
+    with torch.no_grad():
+        trace(model, pipe["x"][:64], on_call)
+    if not seen:
+        return "no Conv2d sees 4-d inputs"
+    name, x = seen[0]
+    if min(x.shape[2:]) < 4 or not x.is_floating_point():
+        return f"the first conv's input {tuple(x.shape)} is too small to measure"
+    x = x.double() - x.double().mean((0, 2, 3), keepdim=True)
+    corr = [neighbour_correlation(x, dim) for dim in (3, 2)]   # along W, along H
+    hi, lo = max(corr), min(corr)
+    if hi < LAYOUT_MIN_CORR or lo >= LAYOUT_RATIO * hi:
+        return None
+    axis = "height" if corr[1] < corr[0] else "width"
+    report.add("input_layout", "error", f"at '{name}', neighbouring pixels correlate {corr[0]:.2f} along the width "
+               f"but {corr[1]:.2f} along the height: the {axis} axis is scrambled. Images reshaped with "
+               "view/reshape from (B, H, W, C) to (B, C, H, W) look like this: same values, wrong geometry.",
+               "Use x.permute(0, 3, 1, 2) for channels-last images, never view/reshape; stage 1 (look at what "
+               "the model sees: plot x[0] as the model gets it).", name, correlations=corr)
+
+
+def neighbour_correlation(x, dim):
+    a, b = x.narrow(dim, 1, x.shape[dim] - 1), x.narrow(dim, 0, x.shape[dim] - 1)
+    return ((a * b).sum() / (a.pow(2).sum() * b.pow(2).sum()).sqrt().clamp_min(1e-300)).item()
+
+
+def check_eval_determinism(pipe, report):
+    """In eval mode a model is a function: the same batch gives the same outputs whatever the random state."""
+    model = fresh_model(pipe).eval()
+    x = pipe["x"][:32]
+    runs = []
+    for seed in (1, 2):
+        calls = []
+        seed_all(seed)
+        with torch.no_grad():
+            out = trace(model, x, lambda n, m, i, o: calls.append((n, i, o)))
+        runs.append((out, calls))
+    (a, calls_a), (b, calls_b) = runs
+    diff = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-12)
+    if diff <= EVAL_NOISE:
+        return None
+    report.add("eval_determinism", "error", f"two eval-mode forwards of the same {len(x)} inputs differ by {diff:.2g} "
+               "of the outputs' size: something random ignores model.eval(), e.g. F.dropout(x, p) without "
+               "training=self.training, or noise added in forward. Evaluation and predictions are then random.",
+               "Use nn.Dropout modules, or pass training=self.training to F.dropout; add noise only when "
+               "self.training; stage 2.", random_place(calls_a, calls_b))
+
+
+def random_place(calls_a, calls_b):
+    """The first module whose output differs between the runs: it, or the forward code before it."""
+    prev = None
+    for (name, ia, oa), (_, ib, ob) in zip(calls_a, calls_b):
+        if ia is not None and ib is not None and ia.shape == ib.shape and not torch.equal(ia, ib):
+            return f"forward code before '{name}'" + (f" (after '{prev}')" if prev else "")
+        if oa is not None and ob is not None and oa.shape == ob.shape and not torch.equal(oa, ob):
+            return name
+        prev = name
+    return f"forward code after '{prev}'" if prev else "forward"
+

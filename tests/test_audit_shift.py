@@ -1,0 +1,62 @@
+"""audit_data's mechanism checks: train_vs_test (adversarial validation) and shortcuts, on planted bugs
+that differ from the held-out ones (recipe_kit/bugs_heldout.py), and silent on clean splits."""
+import numpy as np
+import pytest
+import torch
+
+import recipe_kit as rk
+from recipe_kit.audit import audit_data
+
+SKIP = ("near_duplicates", "near_leakage", "label_issues", "label_signal", "label_map", "duplicates", "leakage")
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    tr, te = rk.load_dataset("fashion-mnist", "train"), rk.load_dataset("fashion-mnist", "test")
+    rng = np.random.default_rng(1)
+    a, b = torch.from_numpy(rng.choice(len(tr), 2000, replace=False)), torch.from_numpy(rng.choice(len(te), 1000, replace=False))
+    return (tr.images[a], tr.labels[a]), (te.images[b], te.labels[b])
+
+
+def checks_with_errors(report):
+    return {p.check for p in report.errors}
+
+
+def test_clean_splits_are_indistinguishable_and_have_no_shortcut(fmnist):
+    report = audit_data(*fmnist, 10, skip=SKIP)
+    assert report.ok, str(report)
+    assert {"train_vs_test", "shortcuts"} <= set(report.passed)
+    assert 0.4 < report.details["train_vs_test"]["auc"] < 0.6     # measured 0.49-0.51 over 5 subsets
+
+
+def test_upside_down_test_images_are_told_apart(fmnist):
+    train, (xt, yt) = fmnist
+    report = audit_data(train, (xt.flip(2), yt), 10, skip=SKIP)
+    (problem,) = [p for p in report.errors if p.check == "train_vs_test"]
+    assert report.details["train_vs_test"]["auc"] > 0.75 and "layout" in problem.message
+
+
+def test_brighter_test_images_are_named_by_the_statistic(fmnist):
+    train, (xt, yt) = fmnist
+    brighter = (xt.float() * 0.6 + 100).clamp(0, 255).to(torch.uint8)     # another exposure
+    report = audit_data(train, (brighter, yt), 10, skip=SKIP)
+    (problem,) = [p for p in report.problems if p.check == "train_vs_test"]
+    assert "alone tells them apart" in problem.message, problem.message
+
+
+def test_a_border_that_encodes_the_label_in_train_is_a_shortcut(fmnist):
+    (x, y), test = fmnist
+    x = x.clone()
+    x[:, 0, -1, :] = (y * 20 + 40).to(torch.uint8)[:, None]        # a label-coloured bottom row, train only
+    report = audit_data((x, y), test, 10, skip=SKIP)
+    (problem,) = [p for p in report.errors if p.check == "shortcuts"]
+    assert "pixel (0, 27," in problem.message and "100%" in problem.message, problem.message
+
+
+def test_the_same_border_in_both_splits_is_no_shortcut(fmnist):
+    (x, y), (xt, yt) = fmnist
+    x, xt = x.clone(), xt.clone()
+    x[:, 0, -1, :] = (y * 20 + 40).to(torch.uint8)[:, None]
+    xt[:, 0, -1, :] = (yt * 20 + 40).to(torch.uint8)[:, None]      # a real feature of both splits
+    report = audit_data((x, y), (xt, yt), 10, skip=SKIP)
+    assert "shortcuts" not in checks_with_errors(report), str(report)
