@@ -127,8 +127,15 @@ def grade(notebook, source=None, timeout_per_cell=900, timeout_per_notebook=3600
     result["notes"] += notes + more
     hidden = [*hidden, source, *known_instructor_paths(course)]
     with tempfile.TemporaryDirectory(prefix="recipe-grade-") as folder:
-        marked = sandbox.run_cells(nb, folder, labels, timeout_per_cell, timeout_per_notebook, sandboxed, hidden, mark)
+        try:
+            marked = sandbox.run_cells(nb, folder, labels, timeout_per_cell, timeout_per_notebook, sandboxed,
+                                       hidden, mark)
+        except RuntimeError as e:  # jupyter_client's "Kernel didn't respond": the machine, not the student
+            result["error"] = f"not graded: the kernel did not start ({e}): grade this submission again"
+            return finish(result, grading.zero_rows(instructor, result["error"]))
     rows = grading.score(instructor, nb, marked, missing)
+    for cell in nb.cells:
+        cell.source = cell.source.replace(f"\nprint({mark!r})", "")
     if save_executed:
         nbformat.write(nb, save_executed)
     if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
@@ -157,7 +164,8 @@ def known_instructor_paths(course=None):
     return paths
 
 
-def print_table(result, file=sys.stdout):
+def print_table(result, file=None):
+    file = file or sys.stdout
     print(f"{result['notebook']}  (tests from {result['source']})", file=file)
     print(f"{'cell':<24} {'result':<8} {'points':>8}  why", file=file)
     for row in result["cells"]:
@@ -183,7 +191,7 @@ def submissions(folder):
     return found
 
 
-def grade_folder(folder, out=None, source=None, course=None, progress=sys.stderr, **limits):
+def grade_folder(folder, out=None, source=None, course=None, progress=None, **limits):
     """Grade every submission in a folder into out/gradebook.csv (student, notebook, exercise, points, max,
     message) and out/feedback/<student>/ (the executed notebook and a table per notebook). Each
     instructor version is read once, before any student code runs. Returns the CSV's path."""
@@ -192,7 +200,7 @@ def grade_folder(folder, out=None, source=None, course=None, progress=sys.stderr
     if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} is inside the submissions folder: choose another folder, or its "
                          "feedback would be graded as submissions next time")
-    todo = submissions(folder)
+    todo, progress = submissions(folder), progress or sys.stderr
     instructors, rows = {}, []
     for student, path in todo:
         try:
@@ -212,8 +220,13 @@ def grade_folder(folder, out=None, source=None, course=None, progress=sys.stderr
             continue
         feedback = out / "feedback" / student
         feedback.mkdir(parents=True, exist_ok=True)
-        result = grade(path, found, instructor=instructors[found], course=course, hidden=[folder, out],
-                       save_executed=feedback / path.name, **limits)
+        try:
+            result = grade(path, found, instructor=instructors[found], course=course, hidden=[folder, out],
+                           save_executed=feedback / path.name, **limits)
+        except Exception as e:  # a grader bug must not cost the rest of the class its grades
+            why = f"not graded: grader error {type(e).__name__}: {e} (grade this submission again)"
+            result = finish({"notebook": str(path), "source": str(found), "notes": [], "error": why},
+                            grading.zero_rows(instructors[found], why))
         with open(feedback / f"{path.stem}.txt", "w") as f:
             print_table(result, file=f)
         notes = "; ".join(n for n in result["notes"] if n != sandbox.NO_SANDBOX)

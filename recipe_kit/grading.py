@@ -67,8 +67,9 @@ def instructor_cells(instructor):
 
 # ----------------------------------------------------------------------------- reading a submission
 
-def read_cells(path, max_bytes=MAX_BYTES):
+def read_cells(path, max_bytes=None):
     """The cells of a submission as plain Cells, plus notes on what was ignored. Raises SubmissionError."""
+    max_bytes = max_bytes or MAX_BYTES
     size = path.stat().st_size
     if size > max_bytes:
         raise SubmissionError(f"the file is {size / 1e6:.0f} MB, over the grader's {max_bytes / 1e6:.0f} MB limit "

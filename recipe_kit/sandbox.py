@@ -10,7 +10,11 @@ With Debian's bubblewrap (`bwrap`) the kernel runs in a sandbox: the whole file 
 the grading folder the only writable place, no network, its own process ids, and the paths the
 caller names (instructor notebooks, other submissions, feedback) replaced by empty ones.
 """
+import asyncio
+import atexit
+import contextlib
 import os
+import signal
 import shutil
 import sys
 import time
@@ -20,7 +24,7 @@ import nbformat
 from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import DeadKernelError
 
 GRACE = 5                     # seconds an interrupted cell gets to stop before its kernel is killed
 MAX_OUTPUT_CHARS = 2_000_000  # per cell: a print loop must not fill the grader's memory
@@ -106,51 +110,74 @@ def run_cells(nb, folder, labels, timeout_per_cell, timeout_per_notebook, sandbo
     if sandbox:
         # ipykernel exits when its parent looks gone (parent pid 1, as bwrap's is): --die-with-parent does that job
         km.prefix = bwrap_prefix(folder, hidden) + ["--chdir", str(work), "--setenv", "JPY_PARENT_PID", "1"]
+        km.kernel_spec.interrupt_mode = "message"  # a SIGINT to the process group would end bwrap itself
     km.connection_file = str(run / "kernel.json")
-    client = LimitedClient(nb, km=km, timeout=timeout_per_cell, allow_errors=True, interrupt_on_timeout=False,
-                           kernel_name="python3", startup_timeout=120)
+    client = LimitedClient(nb, km=km, timeout=None, allow_errors=True, kernel_name="python3", startup_timeout=120)
     client.mark, client.marked, client.chars = mark, set(), {}
-    started, stopped = time.monotonic(), None
+    run_sync(run_all)(client, labels, timeout_per_cell, timeout_per_notebook, kernel_env(home), work)
+    return client.marked
+
+
+async def run_all(client, labels, timeout_per_cell, timeout_per_notebook, env, work):
+    km, started, stopped = client.km, time.monotonic(), None
     try:
-        with client.setup_kernel(env=kernel_env(home), cwd=str(work)):
-            for index, cell in enumerate(nb.cells):
+        async with client.async_setup_kernel(env=env, cwd=str(work)):
+            for index, cell in enumerate(client.nb.cells):
                 if cell.cell_type != "code":
                     continue
                 if stopped:
                     cell.outputs = [error_output("NotRun", stopped)]
                     continue
-                left = timeout_per_notebook - (time.monotonic() - started)
-                limit = min(timeout_per_cell, left)
+                limit = min(timeout_per_cell, timeout_per_notebook - (time.monotonic() - started))
                 if limit <= 0:
                     stopped = f"not run: the notebook's {timeout_per_notebook:g} s were used up"
                     cell.outputs = [error_output("NotRun", stopped)]
                     continue
-                client.timeout = limit
                 try:
-                    client.execute_cell(cell, index)
-                except CellTimeoutError:
-                    message = f"timed out after {limit:g} s in cell {labels[index]}"
-                    cell.outputs = [error_output("TimeoutError", message)]
-                    if limit < timeout_per_cell or not recovered(client, index):
-                        run_sync(km.shutdown_kernel)(now=True)
-                        stopped = f"not run: the kernel was stopped after cell {labels[index]} timed out"
+                    finished = await within(client.async_execute_cell(cell, index), limit)
                 except DeadKernelError as e:
                     cell.outputs = [error_output("DeadKernelError", f"the kernel died in cell {labels[index]}: {e}")]
                     stopped = f"not run: the kernel died in cell {labels[index]}"
+                    continue
+                if not finished:
+                    cell.outputs = [error_output("TimeoutError", f"timed out after {limit:g} s in cell {labels[index]}")]
+                    if limit < timeout_per_cell or not await recovered(client, index):
+                        await km.shutdown_kernel(now=True)
+                        stopped = f"not run: the kernel was stopped after cell {labels[index]} timed out"
     finally:
         if km.has_kernel:
-            run_sync(km.shutdown_kernel)(now=True)
+            await km.shutdown_kernel(now=True)
         if client.kc is not None:
             client.kc.stop_channels()
-    return client.marked
+        atexit.unregister(client._cleanup_kernel)  # nbclient leaves these behind when a kernel fails to start
+        for signum in signal.SIGINT, signal.SIGTERM:
+            with contextlib.suppress(RuntimeError, ValueError):
+                asyncio.get_event_loop().remove_signal_handler(signum)
 
 
-def recovered(client, index):
-    """Interrupt the kernel; True if it answers a probe within GRACE seconds (the cell did stop)."""
-    run_sync(client.km.interrupt_kernel)()
-    client.timeout = GRACE
-    try:
-        client.execute_cell(nbformat.v4.new_code_cell("pass"), index)
+async def within(coroutine, seconds):
+    """True if the coroutine finished within `seconds`; else it is cancelled (nbclient then stops
+    listening to that cell) and False. Its exceptions propagate."""
+    task = asyncio.ensure_future(coroutine)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        task.result()
         return True
-    except (CellTimeoutError, DeadKernelError):
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, DeadKernelError):  # nbclient turns a cancel into DeadKernelError
+        pass
+    return False
+
+
+async def recovered(client, index):
+    """Interrupt the kernel; True if it answers a probe within GRACE seconds (the cell did stop)."""
+    await client.km.interrupt_kernel()
+    cell = client.nb.cells[index]
+    try:
+        return await within(client.async_execute_cell(nbformat.v4.new_code_cell("pass"), index), GRACE)
+    except DeadKernelError:
         return False
+    finally:
+        client.nb.cells[index] = cell  # nbclient stores the cell it ran at its index
