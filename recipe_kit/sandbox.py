@@ -45,7 +45,10 @@ def bwrap_prefix(writable, hidden=()):
     args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc",
             "--tmpfs", "/tmp", "--bind", str(writable), str(writable),
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
+    needed = [Path(writable), Path(__file__).parent, Path(sys.prefix), Path(sys.executable).resolve()]
     for path in map(Path, hidden):
+        if any(p.resolve().is_relative_to(path.resolve()) for p in needed):
+            continue  # e.g. a course folder that holds the package: hiding it would break the kernel
         if path.is_dir():
             args += ["--tmpfs", str(path)]
         elif path.exists():

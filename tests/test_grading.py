@@ -311,6 +311,16 @@ def test_the_bubblewrap_sandbox_hides_the_instructor_version_and_has_no_network(
     assert result["score"] == HONEST and result["sandbox"] is True
 
 
+def test_the_sandbox_hides_folders_and_files_but_never_what_the_kernel_needs(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "key.ipynb").write_text("{}")
+    args = sandbox.bwrap_prefix(tmp_path / "work", [tmp_path / "notebooks", tmp_path / "key.ipynb", ROOT, tmp_path])
+    assert " --tmpfs {} ".format(tmp_path / "notebooks") in " ".join(args) + " "
+    assert " --ro-bind /dev/null {} ".format(tmp_path / "key.ipynb") in " ".join(args) + " "
+    assert str(ROOT) not in args and args.count(str(tmp_path)) == 0  # they hold the package, the work folder
+    assert "--unshare-net" in args and args[:3] == ["bwrap", "--ro-bind", "/"]
+
+
 # ----------------------------------------------------------------------------- a class, end to end
 
 def test_a_class_folder_is_graded_into_one_gradebook_the_same_in_any_order(instructor, tmp_path, capsys):
