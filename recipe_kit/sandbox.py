@@ -42,10 +42,14 @@ def bwrap_available():
 
 def bwrap_prefix(writable, hidden=()):
     """bwrap arguments: everything read-only but `writable`, no network, own pids; hidden paths emptied."""
+    needed = [Path(__file__).parent, Path(sys.prefix), Path(sys.executable).resolve()]
+    if os.environ.get("RECIPE_DATA_DIR"):
+        needed.append(Path(os.environ["RECIPE_DATA_DIR"]))
+    private_tmp = not any(p.resolve().is_relative_to("/tmp") for p in needed)  # other graders' files live there
     args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc",
-            "--tmpfs", "/tmp", "--bind", str(writable), str(writable),
+            *(["--tmpfs", "/tmp"] if private_tmp else []), "--bind", str(writable), str(writable),
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
-    needed = [Path(writable), Path(__file__).parent, Path(sys.prefix), Path(sys.executable).resolve()]
+    needed.append(Path(writable))
     for path in map(Path, hidden):
         if any(p.resolve().is_relative_to(path.resolve()) for p in needed):
             continue  # e.g. a course folder that holds the package: hiding it would break the kernel
@@ -57,7 +61,8 @@ def bwrap_prefix(writable, hidden=()):
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """An AsyncKernelManager (nbclient polls asynchronously) whose kernel command starts with a bwrap prefix (empty: no sandbox)."""
+    """An AsyncKernelManager (nbclient polls asynchronously) whose kernel command starts with
+    a bwrap prefix (empty: no sandbox)."""
     prefix = []
 
     def format_kernel_cmd(self, extra_arguments=None):
@@ -75,11 +80,10 @@ class LimitedClient(NotebookClient):
             content["text"] = content["text"].replace(self.mark + "\n", "").replace(self.mark, "")
         self.chars[cell_index] = self.chars.get(cell_index, 0) + len(str(content))
         if self.chars[cell_index] > MAX_OUTPUT_CHARS:
-            if not self.chars.pop(("capped", cell_index), False):
-                self.chars[("capped", cell_index)] = True
+            if cell_index not in self.capped:
+                self.capped.add(cell_index)
                 outs.append(nbformat.v4.new_output("stream", name="stderr",
                                                    text=f"[grader: output over {MAX_OUTPUT_CHARS} characters cut]\n"))
-            self.chars[("capped", cell_index)] = True
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -116,7 +120,7 @@ def run_cells(nb, folder, labels, timeout_per_cell, timeout_per_notebook, sandbo
         km.kernel_spec.interrupt_mode = "message"  # a SIGINT to the process group would end bwrap itself
     km.connection_file = str(run / "kernel.json")
     client = LimitedClient(nb, km=km, timeout=None, allow_errors=True, kernel_name="python3", startup_timeout=120)
-    client.mark, client.marked, client.chars = mark, set(), {}
+    client.mark, client.marked, client.chars, client.capped = mark, set(), {}, set()
     run_sync(run_all)(client, labels, timeout_per_cell, timeout_per_notebook, kernel_env(home), work)
     return client.marked
 
@@ -143,7 +147,8 @@ async def run_all(client, labels, timeout_per_cell, timeout_per_notebook, env, w
                     stopped = f"not run: the kernel died in cell {labels[index]}"
                     continue
                 if not finished:
-                    cell.outputs = [error_output("TimeoutError", f"timed out after {limit:g} s in cell {labels[index]}")]
+                    message = f"timed out after {limit:g} s in cell {labels[index]}"
+                    cell.outputs = [error_output("TimeoutError", message)]
                     if limit < timeout_per_cell or not await recovered(client, index):
                         await km.shutdown_kernel(now=True)
                         stopped = f"not run: the kernel was stopped after cell {labels[index]} timed out"
