@@ -113,11 +113,11 @@ def grade(notebook, source=None, timeout_per_cell=900, timeout_per_notebook=3600
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     if instructor is None:
         instructor = nbformat.read(source, as_version=4)
+    problem = sandbox.sandbox_problem() if sandboxed is None else None
     if sandboxed is None:
-        sandboxed = sandbox.bwrap_available()
-    result = {"notebook": str(notebook), "source": str(source), "sandbox": sandboxed, "notes": [], "error": None}
-    if not sandboxed:
-        result["notes"].append(sandbox.NO_SANDBOX)
+        sandboxed = problem is None
+    result = {"notebook": str(notebook), "source": str(source), "sandbox": sandboxed, "notes": [], "error": None,
+              "warning": None if sandboxed else problem or "no sandbox (--no-sandbox): student code ran with your rights"}
     try:
         cells, notes = grading.read_cells(notebook)
     except (grading.SubmissionError, OSError) as e:
@@ -176,6 +176,8 @@ def print_table(result, file=None):
     print(f"total: {result['score']:g} / {result['max_score']:g} ({share:.0%})", file=file)
     for note in result["notes"]:
         print(f"note: {note}", file=file)
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=file)
 
 
 # ----------------------------------------------------------------------------- grading a class
@@ -229,7 +231,7 @@ def grade_folder(folder, out=None, source=None, course=None, progress=None, **li
                             grading.zero_rows(instructors[found], why))
         with open(feedback / f"{path.stem}.txt", "w") as f:
             print_table(result, file=f)
-        notes = "; ".join(n for n in result["notes"] if n != sandbox.NO_SANDBOX)
+        notes = "; ".join(result["notes"])
         for row in result["cells"]:
             message = "; ".join(m for m in (row["error"] or "", notes) if m)
             rows.append([student, path.stem, row["grade_id"], row["points"], row["max_points"], message])
@@ -276,8 +278,8 @@ def main(argv=None):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number of seconds")
         limits = dict(timeout_per_cell=args.timeout_per_cell, timeout_per_notebook=args.timeout_per_notebook,
                       sandboxed=False if args.no_sandbox else None)
-        if not args.no_sandbox and not sandbox.bwrap_available():
-            print(f"warning: {sandbox.NO_SANDBOX}", file=sys.stderr)
+        if not args.no_sandbox and sandbox.sandbox_problem():
+            print(f"warning: {sandbox.sandbox_problem()}", file=sys.stderr)
         if Path(args.notebook).is_dir():
             gradebook = grade_folder(args.notebook, args.out, args.source, args.course, **limits)
             print(f"wrote {gradebook} and feedback in {gradebook.parent / 'feedback'}")

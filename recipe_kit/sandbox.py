@@ -13,9 +13,11 @@ caller names (instructor notebooks, other submissions, feedback) replaced by emp
 import asyncio
 import atexit
 import contextlib
+import functools
 import os
 import signal
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-GRACE = 5                     # seconds an interrupted cell gets to stop before its kernel is killed
+GRACE = 10                    # seconds an interrupted cell gets to stop before its kernel is killed
 MAX_OUTPUT_CHARS = 2_000_000  # per cell: a print loop must not fill the grader's memory
 ENV_KEPT = ("PATH", "LANG", "LC_ALL", "TZ", "RECIPE_DATA_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "VIRTUAL_ENV")  # not the grader's tokens or keys
@@ -36,8 +38,32 @@ NO_SANDBOX = ("bubblewrap (bwrap) is not installed, so student code runs with yo
               "(docs/instructors.md).")
 
 
+def sandbox_problem():
+    """None when bubblewrap can sandbox a kernel on this machine, else why not (a note for the grader)."""
+    path = shutil.which("bwrap")
+    if path is None:
+        return NO_SANDBOX
+    error = bwrap_error(path)
+    if error:
+        return (f"bubblewrap cannot make a sandbox on this machine ({error}; are user namespaces disabled, "
+                "as in many containers?), so student code runs with your own user's rights: "
+                "grade in a throw-away account or a VM (docs/instructors.md).")
+    return None
+
+
+@functools.lru_cache
+def bwrap_error(path):
+    """bwrap's complaint when it cannot create namespaces here (tried once per process), else None."""
+    try:
+        run = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
+                              "--unshare-pid", "--die-with-parent", "true"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if run.returncode == 0 else (run.stderr.strip().split("\n")[-1] or f"exit status {run.returncode}")
+
+
 def bwrap_available():
-    return shutil.which("bwrap") is not None
+    return sandbox_problem() is None
 
 
 def bwrap_prefix(writable, hidden=()):

@@ -297,9 +297,18 @@ def probe(instructor, tmp_path, sandboxed):
 def test_student_code_runs_outside_the_repository_even_without_a_sandbox(instructor, tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # as on a machine without bubblewrap
     result, seen = probe(instructor, tmp_path, sandboxed=None)
-    assert sandbox.NO_SANDBOX in result["notes"] and "apt-get install bubblewrap" in sandbox.NO_SANDBOX
+    assert result["warning"] == sandbox.NO_SANDBOX and "apt-get install bubblewrap" in sandbox.NO_SANDBOX
     assert not Path(seen["cwd"]).is_relative_to(ROOT) and not Path(seen["cwd"]).exists()  # a removed temp folder
     assert result["score"] == HONEST
+
+
+def test_a_bubblewrap_that_cannot_make_namespaces_is_reported_not_used(tmp_path, monkeypatch):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: str(fake))
+    assert "No permissions to create new namespace" in sandbox.sandbox_problem()
+    assert not sandbox.bwrap_available()
 
 
 def test_the_bubblewrap_sandbox_hides_the_instructor_version_and_has_no_network(instructor, tmp_path):
