@@ -1,77 +1,72 @@
-"""Classroom: hand out student notebooks and grade the filled-in ones.
+"""Classroom: hand out student notebooks and grade the filled-in ones, one or a whole class.
 
-    python -m recipe_kit.classroom student OUTDIR [NOTEBOOK...]
-    python -m recipe_kit.classroom grade NOTEBOOK [--source INSTRUCTOR.ipynb] [--timeout-per-cell 900] [--json]
+    python -m recipe_kit.classroom student OUTDIR [NOTEBOOK...] [--course DIR]
+    python -m recipe_kit.classroom grade SUBMISSION.ipynb|FOLDER [--source INSTRUCTOR.ipynb] [--course DIR]
+                                   [--out DIR] [--timeout-per-cell 900] [--timeout-per-notebook 3600] [--json]
 
 The course notebooks are the instructor versions, in nbgrader's format: a solution cell holds its
 answer between `### BEGIN SOLUTION` and `### END SOLUTION`, a check cell (nbgrader grade: true) may
-hold `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS`. `student` cuts both out and keeps the
-nbgrader metadata, so nbgrader itself can still collect and autograde. `grade` is the small
-nbgrader-free path: put the check cells back from the instructor version (hidden tests included,
-and a student cannot weaken a test), run everything with long timeouts (check cells train models),
-and score every check cell.
+hold `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS`. `student` cuts both out with nbgrader's
+own ClearSolutions and ClearHiddenTests and keeps the metadata, so nbgrader can still collect and
+autograde. `grade` is the small nbgrader-free path: it trusts only the instructor version
+(grading.py), runs each submission from a throw-away folder in a fresh kernel with hard time limits,
+sandboxed by bubblewrap when installed (sandbox.py), and scores every check cell. A folder of
+submissions gives one gradebook CSV and per-student feedback.
 """
 import argparse
 import copy
+import csv
+import hashlib
 import json
-import re
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = ROOT / "notebooks"
+from . import grading, sandbox
+from .grading import is_graded, is_solution, nbgrader_meta  # noqa: F401  (the classroom API)
+
 STUB = 'raise NotImplementedError("Exercise: write your solution here")'
 MARKDOWN_STUB = "YOUR ANSWER HERE"
-SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
-                      re.MULTILINE | re.DOTALL)
-HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*(\n|$)",
-                          re.MULTILINE | re.DOTALL)
+CHECKOUT = Path(__file__).resolve().parent.parent  # the project, when recipe_kit runs from a clone
+NOTEBOOKS = "[0-9][0-9]_*.ipynb"
 
 
-def nbgrader_meta(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def is_solution(cell):
-    return bool(nbgrader_meta(cell).get("solution"))
-
-
-def is_check(cell):
-    """A graded cell whose code the instructor owns (a test), as opposed to a graded answer."""
-    return bool(nbgrader_meta(cell).get("grade")) and not is_solution(cell)
+def course_dir(path=None):
+    """The folder of instructor notebooks: `path` if given, else notebooks/ of the clone recipe_kit runs
+    from, else of the current directory. Only read, never written: an installed package needs no clone."""
+    candidates = [Path(path)] if path else [CHECKOUT / "notebooks", Path.cwd() / "notebooks"]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob(NOTEBOOKS)):
+            return folder
+    raise FileNotFoundError(f"no course notebooks ({NOTEBOOKS}) in {' or '.join(map(str, candidates))}: "
+                            "pass --course DIR (the folder of instructor notebooks) or --source FILE.")
 
 
 # ----------------------------------------------------------------------------- student version
 
-def stub_solutions(source, markdown=False):
-    """Each solution region becomes a stub at the region's indentation, so `def f(x):` stays valid.
-    A solution cell without markers is replaced whole (as nbgrader does)."""
-    stub = MARKDOWN_STUB if markdown else STUB
-    if not SOLUTION.search(source):
-        return stub
-    return SOLUTION.sub(lambda m: m.group(1) + stub + m.group(2), source)
-
-
 def student_notebook(nb):
-    """A copy of an instructor notebook with solutions stubbed, hidden tests removed, and the outputs of
-    solution and check cells cleared (they would give the answers away). Other outputs stay."""
+    """A copy of an instructor notebook with solutions stubbed and hidden tests removed (by nbgrader's
+    ClearSolutions and ClearHiddenTests), and the outputs of solution and check cells cleared (they
+    would give the answers away). Other outputs stay."""
+    try:
+        from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+    except ImportError:
+        raise ImportError("building student versions needs nbgrader: pip install 'nbgrader>=0.9.5,<0.10'") from None
     nb = copy.deepcopy(nb)
+    nb, resources = ClearSolutions(code_stub={"python": STUB}, text_stub=MARKDOWN_STUB).preprocess(nb, {})
+    nb, _ = ClearHiddenTests().preprocess(nb, resources)
     for cell in nb.cells:
-        if is_solution(cell) or "### BEGIN SOLUTION" in cell.source:
-            cell.source = stub_solutions(cell.source, markdown=cell.cell_type == "markdown")
-        cell.source = HIDDEN_TESTS.sub("", cell.source)
-        if cell.cell_type == "code" and (is_solution(cell) or nbgrader_meta(cell).get("grade")):
+        if cell.cell_type == "code" and (is_solution(cell) or is_graded(cell)):
             cell.outputs, cell.execution_count = [], None
     return nb
 
 
-def write_student_versions(outdir, notebooks=None):
+def write_student_versions(outdir, notebooks=None, course=None):
     """Student version of each notebook (default: every course notebook) into outdir; returns the paths."""
-    notebooks = [Path(p) for p in notebooks] if notebooks else sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError(f"no notebooks given and none match {NOTEBOOKS_DIR}/[0-9][0-9]_*.ipynb")
+    notebooks = [Path(p) for p in notebooks] if notebooks else sorted(course_dir(course).glob(NOTEBOOKS))
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -79,115 +74,176 @@ def write_student_versions(outdir, notebooks=None):
         if path.resolve().parent == outdir.resolve():
             raise ValueError(f"OUTDIR {outdir} holds {path.name} itself: choose another OUTDIR, "
                              "or the instructor version would be overwritten.")
+        try:
+            student = student_notebook(nbformat.read(path, as_version=4))
+        except RuntimeError as e:  # nbgrader's message for markers outside solution/check cells
+            raise ValueError(f"{path}: {e}") from None
         out = outdir / path.name
-        nbformat.write(student_notebook(nbformat.read(path, as_version=4)), out)
+        nbformat.write(student, out)
         written.append(out)
     return written
 
 
-# ----------------------------------------------------------------------------- grading
+# ----------------------------------------------------------------------------- grading one submission
 
-def restore_checks(student, instructor):
-    """Put back every check cell's instructor source, matched by grade_id: this restores the hidden
-    tests and undoes any edit to a test. Returns the grade_ids the student notebook lacks."""
-    checks = {nbgrader_meta(c)["grade_id"]: c for c in instructor.cells if is_check(c)}
-    for cell in student.cells:
-        grade_id = nbgrader_meta(cell).get("grade_id")
-        if is_check(cell) and grade_id in checks:
-            cell.source = checks[grade_id].source
-    present = {nbgrader_meta(c).get("grade_id") for c in student.cells}
-    return [grade_id for grade_id in checks if grade_id not in present]
-
-
-def error_of(cell):
-    """'Name: message' of the first error output of a cell, or None if it ran cleanly."""
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            first_line = (output.get("evalue") or "").split("\n")[0]
-            return f"{output.get('ename')}: {first_line}"
-    return None
-
-
-def execute(nb, cwd, timeout_per_cell=900):
-    """Run every code cell in order in a python3 kernel; a failing cell does not stop the rest.
-    A cell over its timeout is interrupted (and fails); if the kernel dies, later cells fail unrun."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-
-    client = NotebookClient(nb, timeout=timeout_per_cell, kernel_name="python3", allow_errors=True,
-                            interrupt_on_timeout=True, resources={"metadata": {"path": str(cwd)}})
-    with client.setup_kernel():
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            try:
-                client.execute_cell(cell, index)
-            except DeadKernelError as e:
-                for later in nb.cells[index:]:
-                    if later.cell_type == "code":
-                        later.outputs = [nbformat.v4.new_output("error", ename="DeadKernelError",
-                                                                evalue=f"kernel died: {e}", traceback=[])]
-                break
-    return nb
-
-
-def score(nb, missing=()):
-    """One row per graded cell: a check fails if it raised, or if a solution cell of its exercise
-    (those since the previous graded cell) raised. Points are all or nothing, as in nbgrader."""
-    rows, solution_errors = [], []
-    for cell in nb.cells:
-        meta = nbgrader_meta(cell)
-        if is_solution(cell) and cell.cell_type == "code" and error_of(cell):
-            solution_errors.append(f"solution cell {meta.get('grade_id')}: {error_of(cell)}")
-        if not meta.get("grade"):
-            continue
-        if cell.cell_type != "code":
-            rows.append({"grade_id": meta["grade_id"], "passed": None, "points": 0,
-                         "max_points": meta.get("points", 0), "error": "markdown answer: grade by hand"})
-            continue
-        error = solution_errors[0] if solution_errors else error_of(cell)  # the cause first
-        max_points = meta.get("points", 0)
-        rows.append({"grade_id": meta["grade_id"], "passed": error is None,
-                     "points": max_points if error is None else 0, "max_points": max_points, "error": error})
-        solution_errors = []
-    for grade_id in missing:
-        rows.append({"grade_id": grade_id, "passed": False, "points": 0, "max_points": None,
-                     "error": "cell missing from the submitted notebook"})
-    return rows
-
-
-def grade(notebook, source=None, timeout_per_cell=900, cwd=NOTEBOOKS_DIR, save_executed=None):
-    """Grade a filled-in notebook: restore check cells from `source` (default: the course notebook
-    of the same name), execute it in `cwd`, score it. Returns plain data (a dict).
-    save_executed: a path to write the executed notebook to (its tracebacks show what went wrong)."""
-    notebook = Path(notebook)
-    source = Path(source) if source else NOTEBOOKS_DIR / notebook.name
-    if not source.exists():
+def find_source(notebook, source=None, course=None):
+    """The instructor version of a submission: `source`, else the course notebook of the same name."""
+    if source:
+        source = Path(source)
+    else:
+        try:
+            source = course_dir(course) / Path(notebook).name
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no instructor version for {Path(notebook).name}: {e}") from None
+    if not source.is_file():
         raise FileNotFoundError(f"instructor version {source} not found: pass --source INSTRUCTOR.ipynb "
                                 "(the course notebook this submission was made from).")
-    student, instructor = nbformat.read(notebook, as_version=4), nbformat.read(source, as_version=4)
-    missing = restore_checks(student, instructor)
-    max_points = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c).get("points", 0)
-                  for c in instructor.cells if nbgrader_meta(c).get("grade")}
-    rows = score(execute(student, cwd, timeout_per_cell), missing)
+    return source
+
+
+def grade(notebook, source=None, timeout_per_cell=900, timeout_per_notebook=3600, sandboxed=None,
+          save_executed=None, course=None, instructor=None, hidden=()):
+    """Grade one submission against its instructor version; returns plain data (a dict), also for a
+    submission that cannot be read (then `error` says why and every exercise scores 0).
+    sandboxed: None uses bubblewrap when installed; instructor: the instructor notebook, already read
+    (a class is graded against one in-memory copy); hidden: more paths the student code must not see;
+    save_executed: where to write the executed notebook (its tracebacks show what went wrong)."""
+    notebook = Path(notebook)
+    source = find_source(notebook, source, course)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if instructor is None:
+        instructor = nbformat.read(source, as_version=4)
+    problem = sandbox.sandbox_problem() if sandboxed is None else None
+    if sandboxed is None:
+        sandboxed = problem is None
+    result = {"notebook": str(notebook), "source": str(source), "sandbox": sandboxed, "notes": [], "error": None,
+              "warning": None if sandboxed else problem or "no sandbox (--no-sandbox): student code ran with your rights"}
+    try:
+        cells, notes = grading.read_cells(notebook)
+    except (grading.SubmissionError, OSError) as e:
+        result["error"] = f"submission not graded: {e}"
+        return finish(result, grading.zero_rows(instructor, result["error"]))
+    nb, labels, mark, more, missing = grading.assemble(instructor, cells)
+    result["notes"] += notes + more
+    hidden = [*hidden, source, *known_instructor_paths(course)]
+    with tempfile.TemporaryDirectory(prefix="recipe-grade-") as folder:
+        try:
+            marked = sandbox.run_cells(nb, folder, labels, timeout_per_cell, timeout_per_notebook, sandboxed,
+                                       hidden, mark)
+        except RuntimeError as e:  # jupyter_client's "Kernel didn't respond": the machine, not the student
+            result["error"] = f"not graded: the kernel did not start ({e}): grade this submission again"
+            return finish(result, grading.zero_rows(instructor, result["error"]))
+    rows = grading.score(instructor, nb, marked, missing)
+    for cell in nb.cells:
+        cell.source = cell.source.replace(f"\nprint({mark!r})", "")
     if save_executed:
-        nbformat.write(student, save_executed)
-    rows = [r for r in rows if r["grade_id"] in max_points]  # the instructor version defines the exercises
-    for row in rows:
-        row["max_points"] = max_points[row["grade_id"]]
-    return {"notebook": str(notebook), "source": str(source), "cells": rows,
-            "score": sum(r["points"] for r in rows), "max_score": sum(max_points.values())}
+        nbformat.write(nb, save_executed)
+    if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
+        result["notes"].append(f"WARNING: the instructor version {source} changed while this submission ran; "
+                               "restore it (git checkout) before grading more")
+    return finish(result, rows)
 
 
-def print_table(result):
-    print(f"{result['notebook']}  (tests from {result['source']})")
-    print(f"{'cell':<24} {'result':<8} {'points':>8}  why")
+def finish(result, rows):
+    result.update(cells=rows, score=sum(r["points"] for r in rows), max_score=sum(r["max_points"] for r in rows))
+    return result
+
+
+def known_instructor_paths(course=None):
+    """What a sandbox hides besides the submission's own source: the course notebooks and git history."""
+    paths = []
+    try:
+        paths.append(course_dir(course))
+    except FileNotFoundError:
+        pass
+    git = CHECKOUT / ".git"
+    if git.is_file():  # a worktree: its history lives in the main clone's .git
+        gitdir = Path(git.read_text().split("gitdir:", 1)[-1].strip())
+        paths.append(gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir)
+    paths.append(git)
+    return paths
+
+
+def print_table(result, file=None):
+    file = file or sys.stdout
+    print(f"{result['notebook']}  (tests from {result['source']})", file=file)
+    print(f"{'cell':<24} {'result':<8} {'points':>8}  why", file=file)
     for row in result["cells"]:
         status = {True: "pass", False: "FAIL", None: "manual"}[row["passed"]]
         points = f"{row['points']:g} / {row['max_points']:g}"
-        print(f"{row['grade_id']:<24} {status:<8} {points:>8}  {row['error'] or ''}")
+        print(f"{row['grade_id']:<24} {status:<8} {points:>8}  {row['error'] or ''}", file=file)
     share = result["score"] / result["max_score"] if result["max_score"] else 0.0
-    print(f"total: {result['score']:g} / {result['max_score']:g} ({share:.0%})")
+    print(f"total: {result['score']:g} / {result['max_score']:g} ({share:.0%})", file=file)
+    for note in result["notes"]:
+        print(f"note: {note}", file=file)
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=file)
+
+
+# ----------------------------------------------------------------------------- grading a class
+
+def submissions(folder):
+    """(student, notebook path) pairs: FOLDER/<student>/*.ipynb, or FOLDER/<student>.ipynb."""
+    folder = Path(folder)
+    found = [(p.parent.name, p) for p in sorted(folder.glob("*/*.ipynb")) if not p.name.startswith(".")]
+    found += [(p.stem, p) for p in sorted(folder.glob("*.ipynb"))]
+    if not found:
+        raise FileNotFoundError(f"no submissions in {folder}: expected {folder}/<student>/<notebook>.ipynb "
+                                f"or {folder}/<student>.ipynb")
+    return found
+
+
+def grade_folder(folder, out=None, source=None, course=None, progress=None, **limits):
+    """Grade every submission in a folder into out/gradebook.csv (student, notebook, exercise, points, max,
+    message) and out/feedback/<student>/ (the executed notebook and a table per notebook). Each
+    instructor version is read once, before any student code runs. Returns the CSV's path."""
+    folder = Path(folder)
+    out = Path(out) if out else folder.parent / f"{folder.name}-graded"
+    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} is inside the submissions folder: choose another folder, or its "
+                         "feedback would be graded as submissions next time")
+    todo, progress = submissions(folder), progress or sys.stderr
+    instructors, rows = {}, []
+    for student, path in todo:
+        try:
+            found = find_source(path, source, course)
+        except FileNotFoundError:
+            continue  # reported in its turn below
+        if found not in instructors:
+            instructors[found] = nbformat.read(found, as_version=4)
+    out.mkdir(parents=True, exist_ok=True)
+    for number, (student, path) in enumerate(todo, 1):
+        started = time.monotonic()
+        try:
+            found = find_source(path, source, course)
+        except FileNotFoundError as e:
+            rows.append([student, path.stem, "", 0, 0, f"not graded: {e}"])
+            print(f"[{number}/{len(todo)}] {student}/{path.name}: not graded: {e}", file=progress, flush=True)
+            continue
+        feedback = out / "feedback" / student
+        feedback.mkdir(parents=True, exist_ok=True)
+        try:
+            result = grade(path, found, instructor=instructors[found], course=course, hidden=[folder, out],
+                           save_executed=feedback / path.name, **limits)
+        except Exception as e:  # a grader bug must not cost the rest of the class its grades
+            why = f"not graded: grader error {type(e).__name__}: {e} (grade this submission again)"
+            result = finish({"notebook": str(path), "source": str(found), "notes": [], "error": why},
+                            grading.zero_rows(instructors[found], why))
+        with open(feedback / f"{path.stem}.txt", "w") as f:
+            print_table(result, file=f)
+        notes = "; ".join(result["notes"])
+        for row in result["cells"]:
+            message = "; ".join(m for m in (row["error"] or "", notes) if m)
+            rows.append([student, path.stem, row["grade_id"], row["points"], row["max_points"], message])
+        print(f"[{number}/{len(todo)}] {student}/{path.name}: {result['score']:g} / {result['max_score']:g}"
+              f" in {time.monotonic() - started:.0f} s" + (f"  ({result['error']})" if result["error"] else ""),
+              file=progress, flush=True)
+    gradebook = out / "gradebook.csv"
+    with open(gradebook, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "notebook", "exercise", "points", "max", "message"])
+        writer.writerows(rows)
+    return gradebook
 
 
 # ----------------------------------------------------------------------------- command line
@@ -197,22 +253,39 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     student = commands.add_parser("student", help="write the student version of notebooks into OUTDIR")
     student.add_argument("outdir")
-    student.add_argument("notebooks", nargs="*", help="default: every notebooks/[0-9][0-9]_*.ipynb")
-    grader = commands.add_parser("grade", help="execute a filled-in notebook and score its exercises")
-    grader.add_argument("notebook")
-    grader.add_argument("--source", help="instructor version (default: notebooks/<same file name>)")
+    student.add_argument("notebooks", nargs="*", help=f"default: every {NOTEBOOKS} of the course")
+    student.add_argument("--course", metavar="DIR", help="the instructor notebooks (default: the clone's notebooks/)")
+    grader = commands.add_parser("grade", help="run submissions and score their exercises")
+    grader.add_argument("notebook", help="one submitted .ipynb, or a folder of them (a class)")
+    grader.add_argument("--source", help="instructor version (default: the course notebook of the same name)")
+    grader.add_argument("--course", metavar="DIR", help="the instructor notebooks (default: the clone's notebooks/)")
+    grader.add_argument("--out", metavar="DIR", help="for a folder: where the gradebook and feedback go "
+                                                     "(default: FOLDER-graded next to it)")
     grader.add_argument("--timeout-per-cell", type=float, default=900, help="seconds; check cells may train")
+    grader.add_argument("--timeout-per-notebook", type=float, default=3600, help="seconds")
+    grader.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap even if installed")
     grader.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     grader.add_argument("--save-executed", metavar="FILE", help="also write the executed notebook here")
     args = parser.parse_args(argv)
 
-    if args.command == "student":
-        for path in write_student_versions(args.outdir, args.notebooks):
-            print(f"wrote {path}")
-        return 0
     try:
-        result = grade(args.notebook, args.source, args.timeout_per_cell, save_executed=args.save_executed)
-    except (FileNotFoundError, ValueError) as e:
+        if args.command == "student":
+            for path in write_student_versions(args.outdir, args.notebooks, args.course):
+                print(f"wrote {path}")
+            return 0
+        for name in ("timeout_per_cell", "timeout_per_notebook"):
+            if not getattr(args, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        limits = dict(timeout_per_cell=args.timeout_per_cell, timeout_per_notebook=args.timeout_per_notebook,
+                      sandboxed=False if args.no_sandbox else None)
+        if not args.no_sandbox and sandbox.sandbox_problem():
+            print(f"warning: {sandbox.sandbox_problem()}", file=sys.stderr)
+        if Path(args.notebook).is_dir():
+            gradebook = grade_folder(args.notebook, args.out, args.source, args.course, **limits)
+            print(f"wrote {gradebook} and feedback in {gradebook.parent / 'feedback'}")
+            return 0
+        result = grade(args.notebook, args.source, course=args.course, save_executed=args.save_executed, **limits)
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json:

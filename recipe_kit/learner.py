@@ -22,9 +22,9 @@ from pathlib import Path
 
 import nbformat
 
-from .classroom import NOTEBOOKS_DIR, ROOT, is_solution, student_notebook
+from .classroom import CHECKOUT, NOTEBOOKS, course_dir, is_solution, student_notebook
 
-COPIES_DIR = ROOT / "my-notebooks"
+COPIES_DIR = CHECKOUT / "my-notebooks"
 MANIFEST = ".recipe-copies.json"
 MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*\n?", re.MULTILINE)
 README = """# Your working copies
@@ -92,9 +92,7 @@ def make_copies(dest=COPIES_DIR, notebooks=None):
     "kept" (edited, no new version) or "beside" (edited; the new version was written next to it).
     """
     dest = Path(dest)
-    notebooks = [Path(p) for p in notebooks] if notebooks else sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError(f"no notebooks given and none match {NOTEBOOKS_DIR}/[0-9][0-9]_*.ipynb")
+    notebooks = [Path(p) for p in notebooks] if notebooks else sorted(course_dir().glob(NOTEBOOKS))
     for path in notebooks:
         if path.resolve().parent == dest.resolve():
             raise ValueError(f"dest={dest} holds {path.name} itself: choose another folder for the copies, "
@@ -135,13 +133,13 @@ def _notebook_of(stage, notebooks_dir):
     return found[0]
 
 
-def solution(stage, n, notebooks_dir=NOTEBOOKS_DIR):
+def solution(stage, n, notebooks_dir=None):
     """Exercise n of notebook `stage`, solved, from the book (the instructor notebook).
 
     Try first; look when stuck. Returns the solution cells' code without the BEGIN/END markers,
     ready to paste over the stub in your copy.
     """
-    path = _notebook_of(stage, notebooks_dir)
+    path = _notebook_of(stage, course_dir(notebooks_dir))
     cells = [c for c in nbformat.read(path, as_version=4).cells if is_solution(c)]
     ids = {c.metadata["nbgrader"].get("grade_id", "") for c in cells}
     chosen = [c for c in cells if c.metadata["nbgrader"].get("grade_id", "").startswith(f"ex{n}-")]

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from recipe_kit import classroom
+from recipe_kit import classroom, grading
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -86,7 +86,7 @@ def grade_small(small, nb, name, **kwargs):
     folder, instructor, _ = small
     path = folder / name
     nbformat.write(nb, path)
-    result = classroom.grade(path, source=instructor, cwd=folder, **kwargs)
+    result = classroom.grade(path, source=instructor, **kwargs)
     return {row["grade_id"]: row["passed"] for row in result["cells"]}, result
 
 
@@ -137,21 +137,24 @@ def test_edited_tests_are_put_back_and_a_slow_cell_is_interrupted_without_stoppi
     nb.cells[3].source = "print('Exercise 1: correct')"  # a student deleting the asserts changes nothing...
     nb = with_solution(nb, 1, "import time\ntime.sleep(60)")  # ...and this cell runs past the timeout
     executed = small[0] / "slow_executed.ipynb"
-    passed, _ = grade_small(small, nb, "slow.ipynb", timeout_per_cell=3, save_executed=executed)
+    passed, _ = grade_small(small, nb, "slow.ipynb", timeout_per_cell=5, save_executed=executed)
     assert passed == {"ex1-check": False, "ex2-check": True, "ex3-check": True}
     check_1 = nbformat.read(executed, as_version=4).cells[3]
     assert "assert double(3) == 6" in check_1.source and check_1.outputs[0]["ename"] == "NameError"
 
 
 def test_a_raising_solution_cell_fails_its_check_even_if_the_check_passes():
+    """Scoring alone, on outputs written here: exercise 3's solution raised, its check printed the mark."""
     nb = small_instructor_notebook()
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ok\n")]
     nb.cells[6].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])]
-    rows = classroom.score(nb)
+    rows = grading.score(small_instructor_notebook(), nb, marked={3, 5, 7})
     assert [r["passed"] for r in rows] == [True, True, False]
     assert "ValueError: bad" in rows[2]["error"]
+    rows = grading.score(small_instructor_notebook(), nb, marked={3, 7})  # ex2's check did not print the mark
+    assert [r["passed"] for r in rows] == [True, False, False] and "did not run to its end" in rows[1]["error"]
 
 
 def test_grading_without_an_instructor_version_names_the_source_option(tmp_path):

@@ -7,7 +7,9 @@ import pytest
 
 import recipe_kit as rk
 from recipe_kit import learner
-from recipe_kit.classroom import NOTEBOOKS_DIR, STUB, is_solution
+from recipe_kit.classroom import STUB, is_solution
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "03_overfit.ipynb"
