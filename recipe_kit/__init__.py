@@ -26,7 +26,7 @@ from .utils import check_device, pick_device, seed_everything
 
 __version__ = "0.1.0"
 
-LAZY_MODULES = ("bugs", "calibration", "drills", "errors", "plots", "quiz", "search", "tune", "widgets")
+LAZY_MODULES = ("bugs", "calibration", "lineage", "drills", "errors", "plots", "quiz", "search", "tune", "widgets")
 
 
 def __getattr__(name):  # PEP 562: rk.plots imports recipe_kit.plots the first time it is used

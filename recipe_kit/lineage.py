@@ -1,0 +1,52 @@
+"""Decision records: what each notebook chose, with the evidence, so the next notebook starts from it.
+
+Why: the recipe is one lineage, changed one thing at a time. Notebook 2 measures the skeleton,
+3 picks the architecture, 4 the regularizers, 5 the optimizer and schedule, and 6 trains exactly
+that configuration longer. Each writes a small, human-readable JSON file, runs/decisions/NN_DATASET.json;
+the next notebook reads it. A notebook run alone (no record in runs/ yet) falls back to the record
+committed with the course (recipe_kit/decisions/), made by the committed run on Fashion-MNIST, and
+says so.
+"""
+import json
+from pathlib import Path
+
+COMMITTED = Path(__file__).resolve().parent / "decisions"
+REFERENCE_DATASET = "fashion-mnist"   # the dataset of the committed records and notebook outputs
+
+
+def record_path(stage, dataset, runs_dir):
+    return Path(runs_dir) / "decisions" / f"{stage:02d}_{str(dataset).replace('/', '_')}.json"
+
+
+def save(stage, dataset, runs_dir, decision, evidence, note=""):
+    """Write notebook `stage`'s decision (what the next notebooks use) and its evidence (the measured
+    numbers that justified it). Returns the path."""
+    record = {"stage": stage, "dataset": str(dataset), "decision": decision, "evidence": evidence, "note": note}
+    json.dumps(record)   # fails here, with the offending value, if something is not plain JSON
+    path = record_path(stage, dataset, runs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def load(stage, dataset, runs_dir, verbose=True):
+    """Notebook `stage`'s record for `dataset`: from runs_dir if that notebook has run here, else the
+    committed Fashion-MNIST record (its decision, made by the course's own run), with a message."""
+    path = record_path(stage, dataset, runs_dir)
+    if not path.exists():
+        committed, reference = COMMITTED / path.name, COMMITTED / f"{stage:02d}_{REFERENCE_DATASET}.json"
+        path = committed if committed.exists() else reference
+        if not path.exists():
+            raise FileNotFoundError(f"No decision record of notebook {stage}: run notebook {stage} first "
+                                    f"(it writes {record_path(stage, dataset, runs_dir)}).")
+        if verbose:
+            print(f"notebook {stage} has not run here for {dataset!r}: using the committed record "
+                  f"{path.name} (run notebook {stage} to make your own).")
+    return json.loads(path.read_text())
+
+
+def describe(record):
+    """One line per decided item: what a learner reads at the top of the next notebook."""
+    lines = [f"notebook {record['stage']} decided ({record['dataset']}):"]
+    lines += [f"  {key}: {value}" for key, value in record["decision"].items()]
+    return "\n".join(lines)
