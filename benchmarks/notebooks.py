@@ -8,9 +8,11 @@ CPU (recipe_kit.cpu.AVX2_ENV: no AVX-512, no AMX, so bfloat16 is off), which is 
 slow path on a bigger machine. The first line printed says which path ran.
 --write saves each executed notebook back into notebooks/ (the committed outputs), recording in its
 metadata the CPU path that made them (tests/test_portability.py checks the record is there).
-Executes copies in a temporary folder; the committed notebooks are not modified. Notebook 6
-ensembles the models notebooks 3-5 save in runs/models/: run alone, it is timed with the ones
-already in this checkout's runs/models/ (as after a learner's run-through), else it trains stand-ins.
+Executes copies in a temporary folder; the committed notebooks are not modified. Each notebook
+starts from what the earlier ones saved in runs/ (models, and decision records: recipe_kit/lineage.py):
+run alone, it is timed with this checkout's runs/ (as after a learner's run-through). With --write,
+what the run saved goes back into runs/, and its decision records also into recipe_kit/decisions/
+(the committed records a notebook falls back to when run alone).
 """
 import argparse
 import os
@@ -47,6 +49,16 @@ def cpu_path():
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def keep_what_was_saved(runs):
+    """Copy the run's models and decision records into this checkout: runs/, and recipe_kit/decisions/."""
+    for saved in ("models", "decisions"):
+        if (runs / saved).is_dir():
+            shutil.copytree(runs / saved, ROOT / "runs" / saved, dirs_exist_ok=True)
+    for record in sorted((runs / "decisions").glob("*.json")):
+        shutil.copy(record, ROOT / "recipe_kit" / "decisions" / record.name)
+        print("committed record:", Path("recipe_kit/decisions") / record.name)
+
+
 def main(paths, avx2=False, write=False):
     if avx2:
         from recipe_kit.cpu import AVX2_ENV
@@ -58,8 +70,9 @@ def main(paths, avx2=False, write=False):
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "notebooks"
         shutil.copytree(ROOT / "notebooks", workdir)
-        if (ROOT / "runs" / "models").is_dir():            # what notebooks 3-5 saved, for notebook 6 run alone
-            shutil.copytree(ROOT / "runs" / "models", Path(tmp) / "runs" / "models")
+        for saved in ("models", "decisions"):              # what earlier notebooks saved, for one run alone
+            if (ROOT / "runs" / saved).is_dir():
+                shutil.copytree(ROOT / "runs" / saved, Path(tmp) / "runs" / saved)
         for path in paths:
             seconds = run(path, workdir, write, made_on)
             budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
@@ -67,6 +80,8 @@ def main(paths, avx2=False, write=False):
             flag = "ok" if seconds <= budget else "OVER BUDGET"
             over += [path.name] if seconds > budget else []
             print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
+        if write:
+            keep_what_was_saved(Path(tmp) / "runs")
     print(f"{'total':45s} {total:6.1f} s  (budget {TOTAL_BUDGET_S} s, {total / TOTAL_BUDGET_S:4.0%})")
     return 1 if over or total > TOTAL_BUDGET_S else 0
 
