@@ -54,6 +54,7 @@ def keep_what_was_saved(runs):
     for saved in ("models", "decisions"):
         if (runs / saved).is_dir():
             shutil.copytree(runs / saved, ROOT / "runs" / saved, dirs_exist_ok=True)
+    (ROOT / "recipe_kit" / "decisions").mkdir(exist_ok=True)
     for record in sorted((runs / "decisions").glob("*.json")):
         shutil.copy(record, ROOT / "recipe_kit" / "decisions" / record.name)
         print("committed record:", Path("recipe_kit/decisions") / record.name)
