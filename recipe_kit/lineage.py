@@ -10,6 +10,8 @@ says so.
 import json
 from pathlib import Path
 
+from .models import course_cnn, vgg_cnn
+
 COMMITTED = Path(__file__).resolve().parent / "decisions"
 REFERENCE_DATASET = "fashion-mnist"   # the dataset of the committed records and notebook outputs
 
@@ -50,3 +52,15 @@ def describe(record):
     lines = [f"notebook {record['stage']} decided ({record['dataset']}):"]
     lines += [f"  {key}: {value}" for key, value in record["decision"].items()]
     return "\n".join(lines)
+
+
+def build(decision, in_channels, num_classes, image_size, dropout=None):
+    """The network a decision names ({"architecture": "vgg_cnn" or "course_cnn", "width", "stages"}),
+    freshly initialized; dropout defaults to the decision's own (0 if it has none)."""
+    dropout = decision.get("dropout", 0.0) if dropout is None else dropout
+    if decision["architecture"] == "vgg_cnn":
+        return vgg_cnn(in_channels, num_classes, width=decision["width"], stages=decision["stages"],
+                       image_size=image_size, dropout=dropout)
+    if decision["architecture"] == "course_cnn":
+        return course_cnn(in_channels, num_classes, width=decision["width"], image_size=image_size, dropout=dropout)
+    raise ValueError(f"architecture {decision['architecture']!r}: expected 'vgg_cnn' or 'course_cnn'.")
