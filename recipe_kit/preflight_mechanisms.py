@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, make_optimizer_for, trace
-from .preflight_checks import is_bce_with_logits, note
+from .preflight_checks import SUM_TOL, is_bce_with_logits, note
 from .rng import seed_all
 
 # input_layout: correlation of neighbouring pixels along W and along H at the first conv. Correct images:
@@ -27,6 +27,7 @@ EVAL_NOISE = 1e-4
 # Inverse-frequency weights on 5:1 imbalance: slope of log weight vs log frequency -1; weights equal to
 # the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN.
 WEIGHT_SLOPE, WEIGHT_SPAN = 0.5, 1e3
+BALANCED_RATIO = 1.5        # most/least frequent class below this: balanced, any weighting is a choice
 ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
 # lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
 # its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6.
@@ -263,7 +264,7 @@ def check_loss_classes(pipe, report):
                    "at most; stage 2.", "loss_fn", weights=w.tolist())
         return None
     freq = (counts / counts.sum())[use].log()
-    if freq.max() - freq.min() < math.log(1.5):
+    if freq.max() - freq.min() < math.log(BALANCED_RATIO):
         return None                                   # balanced classes: any weighting is a choice
     lw = w[use].log()
     slope = (((freq - freq.mean()) * (lw - lw.mean())).sum() / ((freq - freq.mean()) ** 2).sum()).item()
@@ -304,7 +305,7 @@ def loss_targets(pipe, report):
             return True
     elif isinstance(pipe["loss_fn"], nn.CrossEntropyLoss) and tuple(y.shape) == out_shape and y.ndim == 2:
         sums = y.sum(1)
-        if lo < 0 or (sums - 1).abs().max().item() > 1e-3:
+        if lo < 0 or (sums - 1).abs().max().item() > SUM_TOL:
             report.add("loss_classes", "error", f"CrossEntropyLoss gets float targets whose rows sum to "
                        f"{sums.min().item():.3g}..{sums.max().item():.3g}: it reads them as class probabilities, "
                        "which sum to 1. Multi-hot targets (several labels per sample) make the labels compete "
