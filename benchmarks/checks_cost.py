@@ -46,13 +46,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the best is kept")
+    parser.add_argument("--only", choices=("preflight", "audit"), help="measure only one of the two")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, test = rk.load_dataset("fashion-mnist", "train"), rk.load_dataset("fashion-mnist", "test")
     x = (train.images.float() / 255 - MEAN) / STD                     # (60000, 1, 28, 28)
     make = lambda params: torch.optim.Adam(params, lr=3e-4)
     print(f"torch {torch.__version__}, {args.threads} thread(s), best of {args.repeats}")
-    for budget in ("fast", "full"):
+    for budget in ("fast", "full") if args.only != "audit" else ():
         seconds, report, cpu = best_of(args.repeats, lambda: preflight(
             course_cnn(), (x, train.labels), nn.CrossEntropyLoss(), make, budget=budget))
         print(f"\npreflight(course CNN, 60k Fashion-MNIST, budget={budget!r}): {seconds:.1f} s ({cpu:.1f} CPU s), "
@@ -60,6 +61,8 @@ def main():
         for name, s in sorted(report.details["seconds"].items(), key=lambda kv: -kv[1]):
             print(f"  {name:20s} {s:6.2f} s")
     audit = importlib.import_module("recipe_kit.audit")
+    if args.only == "preflight":
+        return
     if hasattr(audit, "audit_data"):
         seconds, report, cpu = best_of(1, lambda: audit.audit_data(train, test))
         print(f"\naudit_data(Fashion-MNIST train 60k + test 10k, budget='full'): {seconds:.1f} s ({cpu:.1f} CPU s), "

@@ -35,6 +35,7 @@ LR_CALLS, LR_FLOOR = 200, 1e-3
 # A scheduler that starts the lr low must raise it: max lr over LR_CALLS calls / initial_lr. Linear warmup
 # over 100 steps and OneCycleLR: 1.0; LinearLR(start_factor=1e-3) never stepped: 1e-3.
 LR_NEVER_UP = 0.01
+LR_CONSTANT_CALLS = 20      # without a scheduler, an lr unchanged after this many calls is constant
 # weight_decay: coupled L2 (SGD, Adam): |wd * w| / |grad| on the median layer at init; wd=5e-4: 0.003-0.03,
 # wd=5: 30-300. Decoupled (AdamW): weights shrink by lr * wd per step; 1e-3 * 0.05 = 5e-5 typical.
 DECAY_RATIO, DECOUPLED_SHRINK = 10.0, 5e-3
@@ -135,26 +136,32 @@ def unregistered_attributes(model):
 
 def learning_rates(pipe, calls):
     """(the largest lr over the param groups at each of `calls` calls of train_step, the largest lr the
-    learner set: a scheduler's initial_lr). A fresh copy, batches of 2 samples: the schedule is the
-    point, not the weights."""
+    learner set: a scheduler's initial_lr, whether a scheduler is attached). A fresh copy, batches of 2
+    samples: the schedule is the point, not the weights. Without a scheduler (no initial_lr) and with
+    the lr unchanged after LR_CONSTANT_CALLS calls, it stops there: nothing schedules the lr."""
     model = fresh_model(pipe)
     opt = make_optimizer_for(pipe, model)
-    base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    scheduled = lambda: any("initial_lr" in g for g in opt.param_groups)   # every LRScheduler sets it
     lrs = []
     hook = opt.register_step_pre_hook(lambda o, a, k: lrs.append(max(float(g.get("lr", 0.0)) for g in o.param_groups)))
     try:
-        for batch in batches_from(pipe, 0, calls, 2):
+        for i, batch in enumerate(batches_from(pipe, 0, calls, 2)):
             if not math.isfinite(call_step(pipe, model, batch, opt)):
+                break
+            if i + 1 == LR_CONSTANT_CALLS and not scheduled() and len(set(lrs)) <= 1:
                 break
     finally:
         hook.remove()
-    return lrs, base
+    base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    return lrs, base, scheduled()
 
 
 def check_lr_schedule(pipe, report):
     """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
     a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
-    lrs, base = learning_rates(pipe, LR_CALLS)
+    lrs, base, scheduled = learning_rates(pipe, LR_CALLS)
+    if not scheduled and len(set(lrs)) <= 1:
+        return f"no scheduler is attached and the lr stays {lrs[0]:.3g}" if lrs else "optimizer.step() never ran"
     if len(lrs) < 10:
         return f"optimizer.step() ran {len(lrs)} times in {LR_CALLS} calls"
     note(report, "lr_schedule", max_over_set=max(lrs) / base if base else float("nan"),
