@@ -78,6 +78,7 @@ FAIL_ACC_GAIN = 0.25     # error when not even a quarter of the way from majorit
 FAIL_LOSS_REGRESSION = 0.95
 MEMORIZED = 0.7          # training loss fell below 0.7 of its start: memorizing, labels misaligned
 
+
 def note(report, check, **stats):
     """Record the statistic a check compares with its thresholds, also when it passes
     (benchmarks/checks_thresholds.py reads them to show clean and buggy values)."""

@@ -46,9 +46,9 @@ def test_blind_bugs_are_caught_without_crashes(fmnist):
         flagged = {p.check for p in report.problems}
         caught += bool(flagged)
         diagnosed += bool(flagged & bug.checks)
-    # blind run: 18 caught, 11 diagnosed of 22; after the fixes (no longer blind): see the docs
+    # blind run: 18 caught, 11 diagnosed of 22; after the fixes (no longer blind): 21 and 18 (one of margin)
     assert caught >= 20, (caught, len(BLIND))
-    assert diagnosed >= 16, (diagnosed, len(BLIND))
+    assert diagnosed >= 17, (diagnosed, len(BLIND))
 
 
 def test_catalog_is_new_and_cites_its_sources():
