@@ -16,31 +16,39 @@ from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, make_
 from .preflight_checks import SUM_TOL, is_bce_with_logits, note
 from .rng import seed_all
 
+# Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
+# pipelines of correct_pipelines.py, bugs_blind.CORRECT_BLIND and bugs.clean; then the bugs flagged).
 # input_layout: correlation of neighbouring pixels along W and along H at the first conv. Correct images:
 # 0.40/0.69 (8x8 digits) to 0.86/0.90 (Fashion-MNIST, 32x32x3); (B, H, W, C) viewed as (B, C, H, W):
-# 0.95/0.03. Error when one axis keeps < LAYOUT_RATIO of the other's correlation.
+# 0.95/0.03. Error when one axis keeps < LAYOUT_RATIO of the other's correlation: lower / higher is
+# clean 0.61-0.95 (11 conv pipelines), channels_last_viewed 0.026, channels_last_reshaped -0.04.
 LAYOUT_MIN_CORR, LAYOUT_RATIO = 0.5, 0.2
 # eval_determinism: largest difference between two eval forwards of one batch under other seeds,
-# relative to the outputs' size. Correct models: exactly 0 on CPU; F.dropout left on: ~0.5.
+# relative to the outputs' size. Correct models: exactly 0 on CPU (29 pipelines); noise_at_eval 0.44,
+# dropout_in_eval 0.87.
 EVAL_NOISE = 1e-4
 # loss_classes: per-class weight of the loss's gradient (1 for every class without weights).
 # Inverse-frequency weights on 5:1 imbalance: slope of log weight vs log frequency -1; weights equal to
-# the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN.
+# the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN. Clean: -1
+# (class_weighted_loss), ~0 (balanced_sampler); inverted_class_weights +1.
 WEIGHT_SLOPE, WEIGHT_SPAN = 0.5, 1e3
 BALANCED_RATIO = 1.5        # most/least frequent class below this: balanced, any weighting is a choice
 ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
 # lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
-# its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6.
+# its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6. Clean >= 0.2 (swa_phase);
+# epoch_schedule_stepped_per_batch 1.9e-6, cosine_epochs_stepped_per_batch 0.
 LR_CALLS, LR_FLOOR = 200, 1e-3
 # A scheduler that starts the lr low must raise it: max lr over LR_CALLS calls / initial_lr. Linear warmup
-# over 100 steps and OneCycleLR: 1.0; LinearLR(start_factor=1e-3) never stepped: 1e-3.
+# over 100 steps, SWALR and OneCycleLR: clean 1-7; LinearLR(start_factor=1e-3) never stepped: 1e-3.
 LR_NEVER_UP = 0.01
 LR_CONSTANT_CALLS = 20      # without a scheduler, an lr unchanged after this many calls is constant
 # weight_decay: coupled L2 (SGD, Adam): |wd * w| / |grad| on the median layer at init; wd=5e-4: 0.003-0.03,
-# wd=5: 30-300. Decoupled (AdamW): weights shrink by lr * wd per step; 1e-3 * 0.05 = 5e-5 typical.
+# wd=5: 30-300 (clean one_cycle_per_step 0.0016, weight_decay_typo 16.5). Decoupled (AdamW): weights
+# shrink by lr * wd per step; clean 1e-6 .. 1e-4, adamw_decay_typo 0.01.
 DECAY_RATIO, DECOUPLED_SHRINK = 10.0, 5e-3
 # model_linearity: |f((a+b)/2) - (f(a)+f(b))/2| / |f(a) - f(b)| in eval mode. Stacked Linears without an
-# activation: ~1e-7 (float rounding); any model with ReLUs, LSTMs or max-pooling at init: > 1e-2.
+# activation: ~1e-7 (float rounding; missing_nonlinearity 4e-7, conv_stack_without_activation 3e-7);
+# clean (ReLUs, LSTMs, pooling, sigmoid outputs) >= 0.14.
 LINEAR_GAP = 1e-4
 
 
