@@ -168,8 +168,8 @@ def check_lr_schedule(pipe, report):
     """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
     a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
     lrs, base, scheduled = learning_rates(pipe, LR_CALLS)
-    if not scheduled and len(set(lrs)) <= 1:
-        return f"no scheduler is attached and the lr stays {lrs[0]:.3g}" if lrs else "optimizer.step() never ran"
+    if lrs and not scheduled and len(set(lrs)) <= 1:
+        return None                                   # the lr the learner set, unscheduled: it cannot collapse
     if len(lrs) < 10:
         return f"optimizer.step() ran {len(lrs)} times in {LR_CALLS} calls"
     note(report, "lr_schedule", max_over_set=max(lrs) / base if base else float("nan"),
