@@ -27,8 +27,9 @@ class Bug:
     name: str              # the bug class, e.g. "softmax_before_cross_entropy"
     description: str       # what is wrong, in one sentence a learner can check against the code
     build: Callable        # build(images uint8 (N,1,28,28), labels (N,)) -> (model, train, loss_fn, make_optimizer, train_step)
-    check: str             # the preflight check that must flag it as an error
+    check: str             # the preflight check that must flag it (as an error unless severity says otherwise)
     budget: str = "fast"   # the cheapest preflight budget that catches it
+    severity: str = "error"   # "warning" where correct code can look the same (sharing or factorizing on purpose)
 
 
 # ----------------------------------------------------------------------------- the correct pipeline
@@ -351,6 +352,39 @@ def cosine_epochs_stepped_per_batch(images, labels):
     return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, step
 
 
+def conv_stack_without_activation(images, labels):
+    # BUG: no ReLU between the convolutions, average pooling: the whole model is one linear map
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.AvgPool2d(4),
+                          nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    return model, (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+
+    def forward(self, h):
+        return h + torch.relu(self.fc(h))
+
+
+class RepeatedBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.head = nn.Linear(784, 64), nn.Linear(64, 10)
+        self.blocks = nn.ModuleList([Block()] * 4)                # BUG: one Block object, four times
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x.flatten(1)))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+def blocks_list_multiplied(images, labels):
+    return RepeatedBlocks(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
 CATALOG = [
     Bug("softmax_before_cross_entropy", "The model ends in Softmax, and CrossEntropyLoss applies log_softmax "
         "again: logits are squashed into [0, 1].", softmax_before_cross_entropy, "output_activation"),
@@ -415,6 +449,11 @@ CATALOG = [
         noise_at_eval, "eval_determinism"),
     Bug("cosine_epochs_stepped_per_batch", "CosineAnnealingLR(T_max=30 epochs) stepped every batch: the lr "
         "hits 0 at step 30.", cosine_epochs_stepped_per_batch, "lr_schedule", "full"),
+    Bug("conv_stack_without_activation", "Two convolutions with no activation between them and average "
+        "pooling: the model is one linear map however deep.", conv_stack_without_activation, "model_linearity",
+        severity="warning"),
+    Bug("blocks_list_multiplied", "nn.ModuleList([Block()] * 4) holds one block four times: the four blocks "
+        "share their weights.", blocks_list_multiplied, "shared_modules", severity="warning"),
 ]
 
 BY_NAME = {bug.name: bug for bug in CATALOG}

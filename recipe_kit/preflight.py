@@ -47,8 +47,11 @@ CHECKS = {
     "train_mode": ("fast", "model in eval mode during the train step"),
     "batch_order": ("fast", "label-sorted batches from a loader that does not shuffle"),
     "registered_params": ("fast", "tensors that shape the output but are not in model.parameters() (a python list of layers)"),
+    "shared_modules": ("fast", "one layer object registered at several places ([layer] * n): they share weights"),
+    "model_linearity": ("fast", "weight layers stacked with no activation between them: one affine map"),
     "weight_decay": ("fast", "weight decay orders of magnitude too strong for the gradient"),
-    "loss_classes": ("fast", "classes the loss ignores or weights inversely, class ids fitted as numbers"),
+    "loss_classes": ("fast", "classes the loss ignores or weights inversely, class ids fitted as numbers, "
+                             "targets outside the loss's range or shape"),
     "input_layout": ("fast", "image axes scrambled at the first conv (view where permute was meant)"),
     "eval_determinism": ("fast", "eval-mode outputs that change from run to run (F.dropout left on)"),
     "lr_schedule": ("full", "a learning rate that collapses within 200 steps (a per-epoch schedule stepped per batch)"),

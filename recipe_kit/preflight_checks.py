@@ -23,13 +23,70 @@ NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules
 SQUASHERS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin, nn.Tanh)
 
 STEP_CALLS = 16         # most train_step calls spent waiting for optimizer.step() (accumulation steps every k)
-# zero_grad: extra gradient at the second step, relative to the first. Clean pipelines on CPU: exactly 0
-# (same batch, weights and seed); missing zero_grad: 1.0 (0.1-1 when the step also clips).
-ZERO_GRAD_NOISE = 1e-3
 OVERFIT_SAMPLES = 8      # the "one small batch" to memorize
 OVERFIT_STEPS = 300      # most steps spent memorizing it
 BASELINE_STEPS = 300     # most steps of the short run compared with an input-independent model
 HELD_OUT = 512           # most pool samples held out for that comparison
+SUM_TOL = 1e-3           # rows of probabilities sum to 1, of log-probabilities logsumexp to 0, within this
+MIN_OUTPUTS, MIN_BCE_OUTPUTS = 64, 16   # fewer outputs than this prove nothing about their range
+
+# Thresholds. Each comment quotes the statistic printed by benchmarks/checks_thresholds.py (2026-11-27,
+# 2000 Fashion-MNIST images, 1 thread): "clean" is its range over the 29 correct pipelines
+# (correct_pipelines.py, bugs_blind.CORRECT_BLIND, bugs.clean), then its value on the bugs (bugs.py,
+# bugs_heldout.py, bugs_blind.py) this threshold flags.
+# input_scale: worst = max(|mean|, std) at the first weight layer (per channel for convs); clean 0.79-1.02.
+INPUT_CONSTANT = 1e-6    # std / max(1, |mean|) below: every input the same (forward_ignores_input: 0)
+INPUT_ERROR = 20         # worst above: unnormalized_inputs 90
+INPUT_WARNING = 4        # worst above: warning
+INPUT_STD_LOW = 0.1      # std below: warning; clean std >= 0.79; divided_by_255_twice 0.0039
+# loss_at_init: L = loss at init, uniform = -log(1/C), prior = label-marginal entropy. L / uniform: clean
+# 0.995-1.18, unnormalized_inputs 24, huge_init 125; L / prior: clean 1.01-1.2.
+INIT_ERROR_FACTOR, INIT_ERROR_MARGIN = 2, 1     # L > 2 uniform + 1 (2.43 uniform for 10 classes): error
+INIT_WARN_EXCESS, INIT_WARN_MARGIN = 0.5, 0.2   # L > 1.5 uniform + 0.2: overconfident start, warning
+IMBALANCE_GAP = 0.1      # uniform - prior above this share of uniform: imbalanced (inverted_class_weights: warning)
+PRIOR_BEATEN, PRIOR_MARGIN = 0.2, 0.05   # L < 0.8 prior - 0.05: predicts labels before training
+# output_activation: share of logits exactly 0 next to positive ones, none negative.
+CLAMPED_ZEROS = 0.05     # clean 0 (23 classifiers); relu_on_logits 0.36
+# input_dependence: largest output difference over 64 inputs / the outputs' size.
+SAME_OUTPUT = 1e-6       # clean >= 0.14; forward_ignores_input, dead_relus, vanishing_gradients: 0
+# dead_activations: share of a layer's units zero for all probe inputs; share that copy another unit.
+DEAD_ERROR, DEAD_WARNING = 0.5, 0.25   # clean <= 0.01; dead_relus 1.0
+DUPLICATE_UNITS = 0.5    # clean 0; constant_init 0.98
+# step_updates: first update / weight of the worst weight matrix, cosine(step, gradient), loss growth.
+UPHILL_COS = 0.1         # clean <= -0.37 (descent is negative)
+UPDATE_ERROR = 3.0       # clean <= 0.049; sum_reduction_with_mean_lr 3.1, lr_far_too_high 442
+UPDATE_HIGH = 0.5        # warning above
+UPDATE_TINY = 1e-5       # warning below; clean >= 4.2e-4; loss_scale_not_undone 7e-7, clip_norm_far_too_small 1e-6
+EXPLODE_FACTOR, EXPLODE_MARGIN = 10, 5   # last / first loss: clean <= 1.02; lr_far_too_high 1.6e12
+JUMP_FACTOR, JUMP_MARGIN = 3, 1          # > 3 |first| + 1: warning
+# grad_norms: |grad| / |weight| per weight matrix at init (largest), and max / min across layers (spread).
+GRAD_EXPLODE = 1e3       # largest: clean <= 3.2; error above
+GRAD_SPREAD_ERROR = 1e6  # spread: clean <= 13.5 (lstm_rows); constant_init 2.9e8, vanishing_gradients 5e18
+GRAD_SPREAD_WARNING, GRAD_HIGH = 1e4, 30   # warning above either (largest: unnormalized_inputs 209)
+# zero_grad: extra gradient at the second step / the first, and its cosine with the first.
+ZERO_GRAD_NOISE = 1e-3   # clean: exactly 0 on CPU; missing_zero_grad, zero_grad_once, accumulation_never_zeroed 1.0
+ACCUMULATE_COS = 0.9     # clean 0; the same three bugs 1.0
+# batch_order: label entropy of the loader's batches / of shuffled batches.
+ONE_CLASS_ENTROPY = 0.05 # shuffled batches below this (nats): one class, nothing to compare
+SORTED_ERROR, SORTED_WARNING = 0.5, 0.8   # clean loader 1.21; sorted_unshuffled_loader 0.07; sampler_given_class_weights 0.72
+# overfit_batch: progress = (constant-model loss - end) / (constant-model loss - floor) on 8 samples.
+BELOW_FLOOR = 0.01       # (floor - end) / room above: error; clean <= -1.5e-5; l2_penalty_wrong_sign 0.057
+OVERFIT_DONE = 0.05      # stop early once within 5% of the room above the floor
+DIVERGE_FACTOR, DIVERGE_MARGIN = 1.5, 0.1   # end > 1.5 max(start, constant) + 0.1: diverges
+OVERFIT_ERROR, OVERFIT_WARNING = 0.2, 0.9   # clean >= 0.889 (segmentation_bce; 0.92 in other runs: borderline);
+                                            # errors <= 0 (lr_zero -0.14, loss_scale_not_undone -0.15)
+# beats_baseline: held-out loss / the input-independent model's, after up to 300 steps; clean <= 0.897
+# (digits_shift_augmentation, borderline), bugs flagged as errors >= 0.994.
+BEAT_LOSS, BEAT_LOSS_REGRESSION = 0.9, 0.8  # passes below (and with accuracy above the majority's)
+FAIL_ACC_GAIN = 0.25     # error when not even a quarter of the way from majority accuracy to 100%
+FAIL_LOSS_REGRESSION = 0.95
+MEMORIZED = 0.7          # end / start of the training loss below this: the run memorizes, labels misaligned
+
+
+def note(report, check, **stats):
+    """Record the statistic a check compares with its thresholds, also when it passes
+    (benchmarks/checks_thresholds.py reads them to show clean and buggy values)."""
+    report.details.setdefault("stats", {}).setdefault(check, {}).update(stats)
 
 
 def listed(names, k=5):
@@ -77,9 +134,20 @@ def probe(pipe):
 
 
 def dead_units(t, dim):
-    """(units that are zero for every sample and position, units) along `dim`."""
-    alive = (t != 0).movedim(dim, 0).reshape(t.shape[dim], -1).any(1)
-    return int((~alive).sum()), int(t.shape[dim])
+    """(units that are zero for every sample and position, units, live units that compute the same
+    function as another live unit) along `dim`. Copies are found by two random projections of each
+    unit's outputs (first 4096 values), so the cost stays linear in the units."""
+    rows = t.movedim(dim, 0).reshape(t.shape[dim], -1)
+    alive = (rows != 0).any(1)
+    live = rows[alive][:, :4096].double()
+    copies = 0
+    if len(live) >= 2:
+        g = torch.Generator().manual_seed(0)
+        sig = live @ torch.randn(live.shape[1], 2, generator=g, dtype=torch.float64).to(live.device)
+        sig = sig[sig[:, 0].argsort()]
+        gap = (sig[1:] - sig[:-1]).abs().max(1).values
+        copies = int((gap <= 1e-5 * sig.abs().max().clamp_min(1e-12)).sum())
+    return int((~alive).sum()), int(t.shape[dim]), copies
 
 
 def steps(pipe):
@@ -135,13 +203,14 @@ def check_input_scale(pipe, report):
     hint = ("Standardize in the data pipeline: x = (x/255 - mean) / std with the training set's channel "
             "statistics (rk.channel_stats); back to stage 1.")
     details = {"mean": mean, "std": std}
-    if std < 1e-6 * max(1.0, abs(mean)):
+    note(report, "input_scale", worst=worst, std=std)
+    if std < INPUT_CONSTANT * max(1.0, abs(mean)):
         report.add("input_scale", "error", what + ": every input is the same, so the model can learn nothing "
                    "from them.", "The inputs lost their content (all zeros? a constant fill?); stage 1.", name, **details)
-    elif worst > 20:
+    elif worst > INPUT_ERROR:
         report.add("input_scale", "error", what + " - far from standardized (mean 0, std 1); raw 0..255 pixels "
                    "look like this. Large inputs saturate activations and need a tiny lr.", hint, name, **details)
-    elif worst > 4 or std < 0.1:
+    elif worst > INPUT_WARNING or std < INPUT_STD_LOW:
         report.add("input_scale", "warning", what + " - not standardized (mean 0, std 1): training will "
                    "be slower and more sensitive to lr.", hint, name, **details)
 
@@ -152,35 +221,37 @@ def check_loss_at_init(pipe, report):
         return "loss_fn is not a cross-entropy or NLL loss: no known loss at init"
     pr = probe(pipe)
     scores = class_scores(pr["out"]).float()
-    if kind["name"] == "nll" and scores.logsumexp(1).abs().max() > 1e-3:
+    if kind["name"] == "nll" and scores.logsumexp(1).abs().max() > SUM_TOL:
         return "the outputs are not log-probabilities (see output_activation)"
     y = pr["y"]
     unsure = torch.zeros((len(y),) + pipe["out_shape"], device=y.device)
     if kind["name"] == "nll":
         unsure -= math.log(C)
     uniform = float(pipe["loss_fn"](unsure, y))           # every class equally likely: -log(1/C)
-    prior = float(constant_loss(pipe, constant_baseline(pipe, y), y))   # label-marginal entropy
+    seen = torch.cat(pipe["stream"]).to(y.device) if pipe["stream"] else y   # a loader's sampler may rebalance
+    prior = float(constant_loss(pipe, constant_baseline(pipe, seen), seen))   # label-marginal entropy
     L = pr["loss"]
     spread = (scores - scores.mean(1, keepdim=True)).std().item()
     details = {"loss": L, "uniform": uniform, "prior": prior, "logit_std": spread}
+    note(report, "loss_at_init", loss_over_uniform=L / uniform, loss_over_prior=L / max(prior, 1e-12))
     said = (f"loss at init is {L:.3f}; a model that starts unsure gets -log(1/{C}) = {uniform:.3f} "
             f"(the label-marginal entropy is {prior:.3f})")
     if not math.isfinite(L):
         report.add("loss_at_init", "error", said + ": the loss is not finite before any step.",
                    "Look for log(0), division by zero or NaN weights in the model; stage 2.", "", **details)
-    elif L > 2 * uniform + 1:
+    elif L > INIT_ERROR_FACTOR * uniform + INIT_ERROR_MARGIN:
         report.add("loss_at_init", "error", said + f". The outputs are far too confident: their spread across "
                    f"classes is {spread:.3g} (about 0.1-1 at a good init), from too-large initial weights or inputs.",
                    "Use the default (kaiming) init or scale the last layer's weights down, check input scaling; "
                    "stage 2 (verify loss @ init).", "", **details)
-    elif L > uniform + 0.5 * uniform + 0.2:
+    elif L > uniform + INIT_WARN_EXCESS * uniform + INIT_WARN_MARGIN:
         report.add("loss_at_init", "warning", said + f": the outputs start overconfident (spread {spread:.3g}).",
                    "Scale the last layer's init down; stage 2 (verify loss @ init).", "", **details)
-    elif uniform - prior > 0.1 * uniform and abs(L - uniform) < abs(L - prior):
+    elif uniform - prior > IMBALANCE_GAP * uniform and abs(L - uniform) < abs(L - prior):
         report.add("loss_at_init", "warning", said + ": the classes are imbalanced and the model starts at "
                    "uniform, so the first steps only learn the class frequencies.",
                    "Initialize the last layer's bias to log(class prior); stage 2 (init well).", "", **details)
-    elif L < prior - 0.2 * prior - 0.05:
+    elif L < prior - PRIOR_BEATEN * prior - PRIOR_MARGIN:
         report.add("loss_at_init", "warning", said + ": the model predicts labels before training - "
                    "pretrained, or the inputs leak the labels?",
                    "If the model is not pretrained, look for the label inside the inputs; stage 1.", "", **details)
@@ -190,7 +261,7 @@ def check_output_activation(pipe, report):
     kind = pipe["loss_kind"]
     if kind is None and is_bce_with_logits(pipe["loss_fn"]):
         out = probe(pipe)["out"]
-        if bool(((out > 0) & (out < 1)).all()) and out.numel() >= 16:
+        if bool(((out > 0) & (out < 1)).all()) and out.numel() >= MIN_BCE_OUTPUTS:
             report.add("output_activation", "error", f"every output lies in (0, 1) ({out.numel()} outputs) and "
                        "BCEWithLogitsLoss applies a sigmoid itself: the model's sigmoid is applied twice, so "
                        "predicted probabilities stay within (0.5, 0.73) and gradients shrink.",
@@ -202,11 +273,14 @@ def check_output_activation(pipe, report):
     pr = probe(pipe)
     out, C = pr["out"].float(), pipe["num_classes"]
     s = class_scores(out)
-    probs = bool((s >= 0).all()) and (s.sum(1) - 1).abs().max().item() < 1e-3
-    logprobs = s.logsumexp(1).abs().max().item() < 1e-3
-    over_batch = out.ndim == 2 and len(out) > 2 and (((out >= 0).all() and (out.sum(0) - 1).abs().max() < 1e-3)
-                                                     or out.logsumexp(0).abs().max() < 1e-3)
-    in_unit = bool(((s > 0) & (s < 1)).all()) and s.numel() >= 64
+    probs = bool((s >= 0).all()) and (s.sum(1) - 1).abs().max().item() < SUM_TOL
+    logprobs = s.logsumexp(1).abs().max().item() < SUM_TOL
+    over_batch = out.ndim == 2 and len(out) > 2 and (((out >= 0).all() and (out.sum(0) - 1).abs().max() < SUM_TOL)
+                                                     or out.logsumexp(0).abs().max() < SUM_TOL)
+    in_unit = bool(((s > 0) & (s < 1)).all()) and s.numel() >= MIN_OUTPUTS
+    cut = (s == 0) & (s > 0).any(1, keepdim=True)       # zeros next to positive logits: a clamp, not symmetry
+    clamped = bool((s >= 0).all()) and cut.float().mean().item() >= CLAMPED_ZEROS and s.numel() >= MIN_OUTPUTS
+    note(report, "output_activation", clamped_zeros=cut.float().mean().item() if bool((s >= 0).all()) else 0.0)
     last_name, last_module = pr["last"] or ("", None)
     where = last_name if isinstance(last_module, SQUASHERS) else "forward"
     floor = math.log(1 + (C - 1) / math.e)   # best cross-entropy when every logit is in [0, 1]
@@ -225,6 +299,13 @@ def check_output_activation(pipe, report):
         report.add("output_activation", "error", f"every output lies in (0, 1) ({rows}), e.g. a sigmoid before "
                    f"CrossEntropyLoss, which expects unbounded logits: the loss cannot go below {floor:.2f}.",
                    "Remove the final sigmoid and feed raw logits; stage 2.", where)
+    elif kind["name"] == "cross_entropy" and clamped:
+        zeros = cut.float().mean().item()
+        report.add("output_activation", "error", f"no logit is negative and {zeros:.0%} are exactly 0 ({rows}): "
+                   "a ReLU (or clamp) ends the model. Logits must be free to go negative, and a class whose "
+                   "logit is clamped at 0 gets no gradient for that input.",
+                   "Remove the final ReLU and feed raw logits; stage 2.", where if where != "forward" else
+                   (last_name or "forward"))
     elif kind["name"] == "nll" and probs:
         report.add("output_activation", "error", f"NLLLoss gets probabilities (rows sum to 1, {rows}) but expects "
                    "log-probabilities: it only picks -output[y], so the loss is bounded in [-1, 0] and meaningless.",
@@ -274,7 +355,8 @@ def check_input_dependence(pipe, report):
         out = trace(model, x, on_call).float().reshape(len(x), -1)
     spread = (out - out[:1]).abs().max().item()
     scale = out.abs().max().item()
-    if spread > 1e-6 * scale:
+    note(report, "input_dependence", relative_spread=spread / max(scale, 1e-30))
+    if spread > SAME_OUTPUT * scale:
         return None
     if culprit and zero_weights(model, culprit[0]):
         return f"'{culprit[0]}' starts with all-zero weights (a zero-init layer), so the outputs cannot vary yet"
@@ -351,17 +433,25 @@ def check_dead_activations(pipe, report):
         return "no ReLU found"
     n = PROBE_SIZE if len(pipe["x"]) >= PROBE_SIZE else len(pipe["x"])
     counts = {}
-    for name, (dead, total) in units:
+    note(report, "dead_activations", dead=max(d / t for _, (d, t, _) in units),
+         copies=max(c / t for _, (_, t, c) in units))
+    for name, (dead, total, copies) in units:
         counts[name] = counts.get(name, 0) + 1
         label = name if counts[name] == 1 else f"{name} (call {counts[name]})"
         frac = dead / total
         said = f"{dead} of {total} units of {label} output zero for all {n} probe inputs ({frac:.0%})"
         hint = ("Dead ReLUs pass no gradient and never recover: look for a large negative bias or weight init, "
                 "unnormalized inputs or a too-high lr; re-init (kaiming, bias 0) or use BatchNorm/LeakyReLU; stage 2.")
-        if frac >= 0.5 and dead >= 2:
+        if frac >= DEAD_ERROR and dead >= 2:
             report.add("dead_activations", "error", said + ": they are dead at init.", hint, label, dead_fraction=frac)
-        elif frac >= 0.25 and dead >= 2:
+        elif frac >= DEAD_WARNING and dead >= 2:
             report.add("dead_activations", "warning", said + ".", hint, label, dead_fraction=frac)
+        if copies >= 2 and copies / total >= DUPLICATE_UNITS:
+            report.add("dead_activations", "error", f"{copies} of {total} units of {label} compute the same function "
+                       f"as another unit for all {n} probe inputs: their weights start equal (a constant init), so "
+                       "they get equal gradients and stay copies forever - the layer acts like one unit.",
+                       "Initialize weights randomly (the default kaiming init, or nn.init.kaiming_normal_); only "
+                       "biases may start constant; stage 2.", label, duplicate_fraction=copies / total)
 
 
 # ----------------------------------------------------------------------------- one-step checks
@@ -504,7 +594,9 @@ def check_step_updates(pipe, report):
         step = torch.cat([(moved_to[n] - before[n]).flatten().double() for n in common])
         grad = torch.cat([first[n].flatten().double() for n in common])
         uphill = (step @ grad / (step.norm() * grad.norm() + 1e-300)).item()   # cosine; descent makes it < 0
-    if common and uphill > 0.1:
+    if common:
+        note(report, "step_updates", uphill_cos=uphill)
+    if common and uphill > UPHILL_COS:
         report.add("step_updates", "error", "the first step moved the parameters up the gradient, so the loss "
                    f"increases (cosine between step and gradient {uphill:.2f}, descent makes it negative): "
                    "optimizer built with maximize=True, or the gradient's sign is flipped in train_step.",
@@ -514,22 +606,24 @@ def check_step_updates(pipe, report):
               if before[n].ndim >= 2 and before[n].norm() > 0 and first[n].any()}
     worst = max(ratios, key=ratios.get, default=None)
     losses = rec["losses"]
+    if worst is not None:
+        note(report, "step_updates", update_ratio=ratios[worst], loss_growth=losses[-1] / max(abs(losses[0]), 1e-12))
     said = (f"the first step changed '{worst}' by {ratios[worst]:.3g}x its own size (healthy updates are about "
             "1e-3 .. 1e-2 of it)" if worst is not None else "")
-    if worst is not None and ratios[worst] > 3.0:
+    if worst is not None and ratios[worst] > UPDATE_ERROR:
         report.add("step_updates", "error", said + ": the lr is far too high, training will diverge or produce NaN.",
                    "Lower the lr (e.g. 10x at a time); stage 2 / stage 5.", modules_of([worst])[0], update_ratios=ratios)
-    elif all(math.isfinite(v) for v in losses) and losses[-1] > 10 * abs(losses[0]) + 5:
+    elif all(math.isfinite(v) for v in losses) and losses[-1] > EXPLODE_FACTOR * abs(losses[0]) + EXPLODE_MARGIN:
         report.add("step_updates", "error", f"the loss exploded within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr is far too high.", "Lower the lr by 10x; stage 2.", "make_optimizer")
-    elif worst is not None and ratios[worst] > 0.5:
+    elif worst is not None and ratios[worst] > UPDATE_HIGH:
         report.add("step_updates", "warning", said + ": the lr looks high.", "Try a smaller lr; stage 5.",
                    modules_of([worst])[0], update_ratios=ratios)
-    elif worst is not None and ratios[worst] < 1e-5:
+    elif worst is not None and ratios[worst] < UPDATE_TINY:
         report.add("step_updates", "warning", said + ": the lr (or the loss scale) looks far too small.",
                    "Try a 10-100x larger lr, check the loss is not scaled down; stage 5.", modules_of([worst])[0],
                    update_ratios=ratios)
-    elif all(math.isfinite(v) for v in losses) and losses[-1] > 3 * abs(losses[0]) + 1:
+    elif all(math.isfinite(v) for v in losses) and losses[-1] > JUMP_FACTOR * abs(losses[0]) + JUMP_MARGIN:
         report.add("step_updates", "warning", f"the loss jumped within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
 
@@ -556,19 +650,20 @@ def check_grad_norms(pipe, report):
         return "fewer than two weight layers with gradients"
     hi, lo = max(ratio, key=ratio.get), min(ratio, key=ratio.get)
     spread = ratio[hi] / ratio[lo]
+    note(report, "grad_norms", largest=ratio[hi], spread=spread)
     said = (f"at init, |grad|/|weight| ranges from {ratio[lo]:.2g} in '{lo}' to {ratio[hi]:.2g} in '{hi}' "
             f"({spread:.2g}x)")
     hint = ("Use a normalization layer (BatchNorm/LayerNorm), ReLU-family activations with kaiming init, or "
             "residual connections; stage 2.")
-    if ratio[hi] > 1e3:
+    if ratio[hi] > GRAD_EXPLODE:
         report.add("grad_norms", "error", said + ": exploding gradients - one step moves these weights by far "
                    "more than their size.", hint, modules_of([hi])[0], ratios=ratio)
-    elif spread > 1e6:
+    elif spread > GRAD_SPREAD_ERROR:
         report.add("grad_norms", "error", said + ": vanishing gradients - the early layers barely learn.", hint,
                    modules_of([lo])[0], ratios=ratio)
-    elif spread > 1e4 or ratio[hi] > 30:
+    elif spread > GRAD_SPREAD_WARNING or ratio[hi] > GRAD_HIGH:
         report.add("grad_norms", "warning", said + ": gradients are badly scaled across layers.", hint,
-                   modules_of([lo if spread > 1e4 else hi])[0], ratios=ratio)
+                   modules_of([lo if spread > GRAD_SPREAD_WARNING else hi])[0], ratios=ratio)
 
 
 def check_zero_grad(pipe, report):
@@ -596,9 +691,10 @@ def check_zero_grad(pipe, report):
     rel = (extra.norm() / first.norm()).item()
     cos = (extra @ first / (extra.norm() * first.norm() + 1e-300)).item()
     window = "" if b1 == b2 == 1 else f" ({b2} backward passes per step)"
+    note(report, "zero_grad", extra=rel, cos=cos)
     if rel < ZERO_GRAD_NOISE:
         return None
-    if cos > 0.9:
+    if cos > ACCUMULATE_COS:
         report.add("zero_grad", "error", f"running train_step on the same batch with the same weights, the "
                    f"gradient at the second optimizer.step() is {1 + rel:.2f}x the first{window}, in the same "
                    "direction: gradients accumulate across steps because optimizer.zero_grad() is missing (or "
@@ -664,17 +760,18 @@ def check_batch_order(pipe, report):
     gen = torch.Generator().manual_seed(pipe["seed"])
     shuffled = torch.multinomial(p, 200 * full[0].numel(), replacement=True, generator=gen).reshape(200, -1)
     expected = sum(entropy(b, C) for b in shuffled) / 200
-    if expected < 0.05:
+    if expected < ONE_CLASS_ENTROPY:
         return "the labels are almost all one class"
     seen = sum(entropy(b, C) for b in full) / len(full)
+    note(report, "batch_order", entropy_ratio=seen / expected)
     single = sum(int(len(b.unique()) == 1) for b in full)
     said = (f"the loader's first {len(full)} batches have label entropy {seen:.3f} nats on average, vs "
             f"{expected:.3f} for shuffled batches of {size} ({single} hold a single class)")
     hint = "Shuffle the training loader (DataLoader(..., shuffle=True) / BatchLoader(shuffle=True)); stage 1."
-    if seen < 0.5 * expected:
+    if seen < SORTED_ERROR * expected:
         report.add("batch_order", "error", said + ": the data is sorted by label and not shuffled, so each "
                    "step pulls the model toward one class and training oscillates.", hint, "train")
-    elif seen < 0.8 * expected:
+    elif seen < SORTED_WARNING * expected:
         report.add("batch_order", "warning", said + ": batches are partly grouped by label.", hint, "train")
 
 
@@ -705,23 +802,40 @@ def check_overfit_batch(pipe, report):
                        "model/loss produces NaN.", "Lower the lr by 10x; check log/sqrt/division; stage 3.",
                        "make_optimizer", losses=losses)
             return None
-        if step >= 20 and step % 10 == 0 and sum(losses[-5:]) / 5 <= floor + 0.05 * room:
+        if step >= 20 and step % 10 == 0 and sum(losses[-5:]) / 5 <= floor + OVERFIT_DONE * room:
             break
     end = sum(losses[-5:]) / len(losses[-5:])
     progress = (const - end) / room
     said = (f"after {len(losses)} steps on {OVERFIT_SAMPLES} samples the loss is {end:.3g} (start {losses[0]:.3g}; "
             f"best possible {floor:.3g}; a model ignoring its inputs gets {const:.3g})")
     details = {"losses": losses, "floor": floor, "constant": const}
-    if end > 1.5 * max(losses[0], const) + 0.1:
+    note(report, "overfit_batch", progress=progress, below_floor=(floor - end) / room)
+    if nonnegative(pipe) and end < floor - BELOW_FLOOR * room:
+        report.add("overfit_batch", "error", said + f": train_step returns a loss below the lowest value "
+                   f"{type(pipe['loss_fn']).__name__} can take, so something is subtracted from it - a penalty "
+                   "with the wrong sign (loss - l2 instead of loss + l2), or targets outside the loss's range.",
+                   "Add regularization terms to the loss (+), and keep targets in the loss's range; stage 3.",
+                   "train_step", **details)
+    elif end > DIVERGE_FACTOR * max(losses[0], const) + DIVERGE_MARGIN:
         report.add("overfit_batch", "error", said + ": the loss diverges.",
                    "Lower the lr; check the sign of the loss; stage 3.", "make_optimizer", **details)
-    elif progress < 0.2:
+    elif progress < OVERFIT_ERROR:
         report.add("overfit_batch", "error", said + ": it cannot memorize even one small batch, so the model, "
                    "loss or step is broken (see the other checks), or the lr is far too small.",
                    "Make the model overfit this batch to near-zero loss before anything else; stage 3.", "", **details)
-    elif progress < 0.9:
+    elif progress < OVERFIT_WARNING:
         report.add("overfit_batch", "warning", said + ": it learns, slowly.",
                    "Try a larger lr or a bigger model, and check regularization is off; stage 3.", "", **details)
+
+
+NONNEGATIVE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
+                      nn.CrossEntropyLoss, nn.MultiLabelSoftMarginLoss, nn.KLDivLoss)
+
+
+def nonnegative(pipe):
+    """True when loss_fn cannot go below loss_floor on valid targets: cross-entropy/NLL found by calling
+    it, or a torch loss known to be >= 0 (a custom or Gaussian NLL loss may legitimately be negative)."""
+    return pipe["loss_kind"] is not None or isinstance(pipe["loss_fn"], NONNEGATIVE_LOSSES)
 
 
 def varied_samples(pipe, k):
@@ -767,22 +881,25 @@ def check_beats_baseline(pipe, report):
             return f"the training loss became {losses[-1]} at step {step} (see overfit_batch)"
         if step in (25, 50, 100, 200, BASELINE_STEPS):
             loss, acc = evaluate(model, xh, yh, pipe)
-            if loss < (0.9 if classify else 0.8) * base_loss and (
+            if loss < (BEAT_LOSS if classify else BEAT_LOSS_REGRESSION) * base_loss and (
                     acc is None or acc > base_acc + min(4 * se, (1 - base_acc) / 2)):
                 report.details["beats_baseline"] = {"steps": step, "loss": loss, "accuracy": acc}
+                note(report, "beats_baseline", loss_ratio=loss / base_loss if base_loss else float("nan"))
                 return None
     start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    note(report, "beats_baseline", loss_ratio=loss / base_loss if base_loss else float("nan"), train_drop=end / start)
     said = (f"after {step} steps of train_step on {len(yt)} samples, held-out loss is {loss:.3g} vs {base_loss:.3g} "
             "for the best input-independent model")
     if classify:
         said += f", accuracy {acc:.1%} vs {base_acc:.1%} for always predicting the majority class"
     said += f" (training loss {start:.3g} -> {end:.3g})"
     details = {"loss": loss, "baseline_loss": base_loss, "accuracy": acc, "train_losses": losses}
-    fails = (loss > 0.9 * base_loss and acc < base_acc + 0.25 * (1 - base_acc)) if classify else loss >= 0.95 * base_loss
+    fails = ((loss > BEAT_LOSS * base_loss and acc < base_acc + FAIL_ACC_GAIN * (1 - base_acc)) if classify
+             else loss >= FAIL_LOSS_REGRESSION * base_loss)
     if fails:
         why = ("the model memorizes its training samples but learns nothing that carries over: the labels are "
                "misaligned with the inputs (shifted, shuffled separately, or from another split)"
-               if end < 0.7 * start else
+               if end < MEMORIZED * start else
                "it does not learn at all: see overfit_batch, step_updates and param_grads")
         report.add("beats_baseline", "error", said + f": {why}.", "Plot inputs with their labels, check that "
                    "X and y are indexed and shuffled together; stage 1 and stage 2 (dumb baselines).", "train", **details)

@@ -12,27 +12,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pipeline import batches_from, call_step, fresh_model, make_optimizer_for, trace
+from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, make_optimizer_for, trace
+from .preflight_checks import SUM_TOL, is_bce_with_logits, note
 from .rng import seed_all
 
+# Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
+# pipelines of correct_pipelines.py, bugs_blind.CORRECT_BLIND and bugs.clean; then the bugs flagged).
 # input_layout: correlation of neighbouring pixels along W and along H at the first conv. Correct images:
 # 0.40/0.69 (8x8 digits) to 0.86/0.90 (Fashion-MNIST, 32x32x3); (B, H, W, C) viewed as (B, C, H, W):
-# 0.95/0.03. Error when one axis keeps < LAYOUT_RATIO of the other's correlation.
+# 0.95/0.03. Error when one axis keeps < LAYOUT_RATIO of the other's correlation: lower / higher is
+# clean 0.61-0.95 (11 conv pipelines), channels_last_viewed 0.026, channels_last_reshaped -0.04.
 LAYOUT_MIN_CORR, LAYOUT_RATIO = 0.5, 0.2
 # eval_determinism: largest difference between two eval forwards of one batch under other seeds,
-# relative to the outputs' size. Correct models: exactly 0 on CPU; F.dropout left on: ~0.5.
+# relative to the outputs' size. Correct models: exactly 0 on CPU (29 pipelines); noise_at_eval 0.44,
+# dropout_in_eval 0.87.
 EVAL_NOISE = 1e-4
 # loss_classes: per-class weight of the loss's gradient (1 for every class without weights).
 # Inverse-frequency weights on 5:1 imbalance: slope of log weight vs log frequency -1; weights equal to
-# the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN.
+# the counts: +1. Error above WEIGHT_SLOPE, or when weights span more than WEIGHT_SPAN. Clean: -1
+# (class_weighted_loss), ~0 (balanced_sampler); inverted_class_weights +1.
 WEIGHT_SLOPE, WEIGHT_SPAN = 0.5, 1e3
+BALANCED_RATIO = 1.5        # most/least frequent class below this: balanced, any weighting is a choice
 ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
 # lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
-# its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6.
+# its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6. Clean >= 0.2 (swa_phase);
+# epoch_schedule_stepped_per_batch 1.9e-6, cosine_epochs_stepped_per_batch 0.
 LR_CALLS, LR_FLOOR = 200, 1e-3
+# A scheduler that starts the lr low must raise it: max lr over LR_CALLS calls / initial_lr. Linear warmup
+# over 100 steps, SWALR and OneCycleLR: clean 1-7; LinearLR(start_factor=1e-3) never stepped: 1e-3.
+LR_NEVER_UP = 0.01
+LR_CONSTANT_CALLS = 20      # without a scheduler, an lr unchanged after this many calls is constant
 # weight_decay: coupled L2 (SGD, Adam): |wd * w| / |grad| on the median layer at init; wd=5e-4: 0.003-0.03,
-# wd=5: 30-300. Decoupled (AdamW): weights shrink by lr * wd per step; 1e-3 * 0.05 = 5e-5 typical.
+# wd=5: 30-300 (clean one_cycle_per_step 0.0016, weight_decay_typo 16.5). Decoupled (AdamW): weights
+# shrink by lr * wd per step; clean 1e-6 .. 1e-4, adamw_decay_typo 0.01.
 DECAY_RATIO, DECOUPLED_SHRINK = 10.0, 5e-3
+# model_linearity: |f((a+b)/2) - (f(a)+f(b))/2| / |f(a) - f(b)| in eval mode. Stacked Linears without an
+# activation: ~1e-7 (float rounding; missing_nonlinearity 4e-7, conv_stack_without_activation 3e-7);
+# clean (ReLUs, LSTMs, pooling, sigmoid outputs) >= 0.14.
+LINEAR_GAP = 1e-4
 
 
 # ----------------------------------------------------------------------------- what is trained
@@ -67,6 +84,52 @@ def check_registered_params(pipe, report):
                "nn.Parameter; stage 2.", ", ".join(where[:3]))
 
 
+def check_shared_modules(pipe, report):
+    """A layer object registered at several places is one layer applied several times: [layer] * n
+    repeats one object. Sharing on purpose registers a module once and calls it twice in forward."""
+    places = {}
+    for name, m in pipe["model"].named_modules(remove_duplicate=False):   # read only
+        if any(True for _ in m.parameters(recurse=False)):
+            places.setdefault(id(m), (m, []))[1].append(name)
+    shared = [(m, names) for m, names in places.values() if len(names) > 1]
+    if not shared:
+        return None
+    m, names = shared[0]
+    report.add("shared_modules", "warning", f"one {type(m).__name__} object is registered at {len(names)} places "
+               f"({', '.join(repr(n) for n in names[:4])}): these layers share one set of weights, so the model is "
+               "shallower than it looks. A list repeated with * ([layer, act] * n) repeats one object.",
+               "Build every layer with its own constructor call ([nn.Linear(64, 64) for _ in range(n)]); to "
+               "share on purpose, register the module once and call it several times in forward; stage 2.",
+               ", ".join(names[:3]), shared=[n for _, n in shared])
+
+
+def check_model_linearity(pipe, report):
+    """Stacked weight layers need a nonlinearity between them; without one the model is a single affine
+    map however deep it looks (the ReLU forgotten in nn.Sequential). Tested as f((a+b)/2) = (f(a)+f(b))/2."""
+    model = fresh_model(pipe).eval()
+    if sum(isinstance(m, WEIGHT_LAYERS) for m in model.modules()) < 2:
+        return "fewer than two weight layers: a linear model may be meant"
+    x = pipe["x"][:64]
+    if not x.is_floating_point() or len(x) < 4:
+        return "needs float inputs (indices are not averaged)"
+    half = len(x) // 2
+    a, b = x[:half], x[half:2 * half]
+    with torch.no_grad():
+        fa, fb, fm = model(a), model(b), model((a + b) / 2)
+    spread = (fa - fb).abs().max().item()
+    if spread == 0:
+        return "the outputs do not vary with the input (see input_dependence)"
+    gap = ((fa + fb) / 2 - fm).abs().max().item() / spread
+    note(report, "model_linearity", midpoint_gap=gap)
+    if gap > LINEAR_GAP:
+        return None
+    report.add("model_linearity", "warning", f"the model is an affine function of its input (the output at the "
+               f"midpoint of two inputs is the midpoint of their outputs, to {gap:.1g}): its weight layers "
+               "compose to one linear map, so the extra layers add no capacity. An activation is missing "
+               "between them.", "Put a nonlinearity (nn.ReLU()) after every hidden Linear/Conv layer; stage 2.",
+               "model", gap=gap)
+
+
 def unregistered_attributes(model):
     """'hidden' for `self.hidden = [nn.Linear(...), ...]`: module attributes that hide modules or tensors."""
     found = []
@@ -80,27 +143,45 @@ def unregistered_attributes(model):
 
 
 def learning_rates(pipe, calls):
-    """The largest lr over the param groups at each of `calls` calls of train_step (a fresh copy, batches
-    of 2 samples: the schedule is the point, not the weights)."""
+    """(the largest lr over the param groups at each of `calls` calls of train_step, the largest lr the
+    learner set: a scheduler's initial_lr, whether a scheduler is attached). A fresh copy, batches of 2
+    samples: the schedule is the point, not the weights. Without a scheduler (no initial_lr) and with
+    the lr unchanged after LR_CONSTANT_CALLS calls, it stops there: nothing schedules the lr."""
     model = fresh_model(pipe)
     opt = make_optimizer_for(pipe, model)
+    scheduled = lambda: any("initial_lr" in g for g in opt.param_groups)   # every LRScheduler sets it
     lrs = []
     hook = opt.register_step_pre_hook(lambda o, a, k: lrs.append(max(float(g.get("lr", 0.0)) for g in o.param_groups)))
     try:
-        for batch in batches_from(pipe, 0, calls, 2):
+        for i, batch in enumerate(batches_from(pipe, 0, calls, 2)):
             if not math.isfinite(call_step(pipe, model, batch, opt)):
+                break
+            if i + 1 == LR_CONSTANT_CALLS and not scheduled() and len(set(lrs)) <= 1:
                 break
     finally:
         hook.remove()
-    return lrs
+    base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    return lrs, base, scheduled()
 
 
 def check_lr_schedule(pipe, report):
     """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
     a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
-    lrs = learning_rates(pipe, LR_CALLS)
+    lrs, base, scheduled = learning_rates(pipe, LR_CALLS)
+    if lrs and not scheduled and len(set(lrs)) <= 1:
+        return None                                   # the lr the learner set, unscheduled: it cannot collapse
     if len(lrs) < 10:
         return f"optimizer.step() ran {len(lrs)} times in {LR_CALLS} calls"
+    note(report, "lr_schedule", max_over_set=max(lrs) / base if base else float("nan"),
+         low_over_peak=min(lr / max(lrs[:i + 1]) for i, lr in enumerate(lrs) if max(lrs[:i + 1]) > 0)
+         if max(lrs) > 0 else 0.0)
+    if max(lrs) < LR_NEVER_UP * base:
+        report.add("lr_schedule", "error", f"the learning rate stays at or below {max(lrs):.3g} for {len(lrs)} steps, "
+                   f"{max(lrs) / base:.2g} of the lr you set ({base:.3g}): a scheduler lowered it at creation (a "
+                   "warmup's start_factor) and is never stepped, or its warmup lasts far longer than the run.",
+                   "Call scheduler.step() after optimizer.step() (per batch for warmups), and size the warmup "
+                   "to a few % of the run; stage 5.", "train_step", lrs=lrs)
+        return None
     top = [max(lrs[:i + 1]) for i in range(len(lrs))]             # the highest lr so far
     low = min(range(len(lrs)), key=lambda i: lrs[i] / top[i] if top[i] > 0 else 1.0)
     if top[low] <= 0 or lrs[low] >= LR_FLOOR * top[low]:
@@ -124,6 +205,7 @@ def check_weight_decay(pipe, report):
     decoupled = isinstance(opt, torch.optim.AdamW) or any(g.get("decoupled_weight_decay") for g in groups)
     if decoupled:
         shrink = max(float(g["lr"]) * g["weight_decay"] for g in groups)
+        note(report, "weight_decay", shrink_per_step=shrink)
         if shrink > DECOUPLED_SHRINK:
             report.add("weight_decay", "error", f"decoupled weight decay shrinks the weights by {shrink:.2g} of "
                        f"their size every step (lr x weight_decay): they halve in {math.log(2) / shrink:.0f} steps "
@@ -140,6 +222,7 @@ def check_weight_decay(pipe, report):
     if not ratios:
         return "no decayed weight matrix gets a gradient"
     median = sorted(ratios)[len(ratios) // 2]
+    note(report, "weight_decay", decay_over_grad=median)
     if median > DECAY_RATIO:
         wd = max(g["weight_decay"] for g in groups)
         report.add("weight_decay", "error", f"weight_decay={wd:g} makes the decay term {median:.3g}x the loss's "
@@ -169,9 +252,9 @@ def class_weights_seen(pipe):
 
 def check_loss_classes(pipe, report):
     """Every class present in the labels must count in the loss, with weights that do not favour the
-    frequent classes; class ids must not be fitted as numbers."""
+    frequent classes; class ids must not be fitted as numbers; targets must fit the loss (shape, range)."""
     if pipe["loss_kind"] is None:
-        return regression_on_ids(pipe, report)
+        return None if loss_targets(pipe, report) else regression_on_ids(pipe, report)
     C = pipe["num_classes"]
     w = class_weights_seen(pipe)
     if w is None:
@@ -196,16 +279,55 @@ def check_loss_classes(pipe, report):
                    "at most; stage 2.", "loss_fn", weights=w.tolist())
         return None
     freq = (counts / counts.sum())[use].log()
-    if freq.max() - freq.min() < math.log(1.5):
+    if freq.max() - freq.min() < math.log(BALANCED_RATIO):
         return None                                   # balanced classes: any weighting is a choice
     lw = w[use].log()
     slope = (((freq - freq.mean()) * (lw - lw.mean())).sum() / ((freq - freq.mean()) ** 2).sum()).item()
+    note(report, "loss_classes", weight_slope=slope)
     if slope > WEIGHT_SLOPE:
         report.add("loss_classes", "error", f"the loss weights classes up as they get more frequent (slope "
                    f"{slope:.2f} of log weight vs log frequency; inverse-frequency weights give -1): the rare "
                    "classes count less than in the plain loss. The weights are the counts, not their inverse.",
                    "Use weight = counts.sum() / (C * counts) (inverse frequency); stage 2.", "loss_fn",
                    weights=w.tolist(), slope=slope)
+
+
+def loss_targets(pipe, report):
+    """Targets the loss cannot count as meant: outputs and targets that broadcast to a bigger tensor
+    ((B, 1) against (B,) compares every output with every target), binary cross-entropy targets outside
+    [0, 1] (masks saved as 0/255), probability targets of CrossEntropyLoss that do not sum to 1 (multi-hot).
+    Returns True when it added an error (the other target checks are then moot)."""
+    y, out_shape = pipe["y"], (len(pipe["y"]),) + tuple(pipe["out_shape"])
+    if not y.is_floating_point():                     # class ids for a custom loss (focal...): not compared
+        return False
+    try:
+        joint = torch.broadcast_shapes(out_shape, tuple(y.shape))
+    except RuntimeError:
+        joint = out_shape
+    if math.prod(joint) > max(math.prod(out_shape), y.numel()):
+        report.add("loss_classes", "error", f"the model outputs {tuple(out_shape)} and the targets are "
+                   f"{tuple(y.shape)}: the loss broadcasts them to {tuple(joint)}, comparing every output with "
+                   "every target of the batch, so the model learns the batch mean.",
+                   "Make outputs and targets the same shape: out.squeeze(1) or y.unsqueeze(1); stage 2.", "loss_fn")
+        return True
+    lo, hi = y.min().item(), y.max().item()
+    if is_bce_with_logits(pipe["loss_fn"]) or isinstance(pipe["loss_fn"], nn.BCELoss):
+        if lo < 0 or hi > 1:
+            report.add("loss_classes", "error", f"binary cross-entropy targets range {lo:.3g}..{hi:.3g}, outside "
+                       "[0, 1]: the loss is unbounded below and pushes the outputs to infinity (masks saved as "
+                       "0/255, labels -1/1?).", "Scale the targets to 0..1 (mask / 255, (y + 1) / 2); stage 1.",
+                       "loss_fn")
+            return True
+    elif isinstance(pipe["loss_fn"], nn.CrossEntropyLoss) and tuple(y.shape) == out_shape and y.ndim == 2:
+        sums = y.sum(1)
+        if lo < 0 or (sums - 1).abs().max().item() > SUM_TOL:
+            report.add("loss_classes", "error", f"CrossEntropyLoss gets float targets whose rows sum to "
+                       f"{sums.min().item():.3g}..{sums.max().item():.3g}: it reads them as class probabilities, "
+                       "which sum to 1. Multi-hot targets (several labels per sample) make the labels compete "
+                       "in one softmax.", "For multi-label targets use nn.BCEWithLogitsLoss (one sigmoid per "
+                       "label); for soft labels normalize each row to sum to 1; stage 2.", "loss_fn")
+            return True
+    return False
 
 
 def regression_on_ids(pipe, report):
@@ -247,6 +369,7 @@ def check_input_layout(pipe, report):
     x = x.double() - x.double().mean((0, 2, 3), keepdim=True)
     corr = [neighbour_correlation(x, dim) for dim in (3, 2)]   # along W, along H
     hi, lo = max(corr), min(corr)
+    note(report, "input_layout", high_corr=hi, ratio=lo / hi if hi > 0 else float("nan"))
     if hi < LAYOUT_MIN_CORR or lo >= LAYOUT_RATIO * hi:
         return None
     axis = "height" if corr[1] < corr[0] else "width"
@@ -275,6 +398,7 @@ def check_eval_determinism(pipe, report):
         runs.append((out, calls))
     (a, calls_a), (b, calls_b) = runs
     diff = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-12)
+    note(report, "eval_determinism", relative_diff=diff)
     if diff <= EVAL_NOISE:
         return None
     report.add("eval_determinism", "error", f"two eval-mode forwards of the same {len(x)} inputs differ by {diff:.2g} "
