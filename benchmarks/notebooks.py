@@ -74,15 +74,17 @@ def main(paths, avx2=False, write=False):
         for saved in ("models", "decisions"):              # what earlier notebooks saved, for one run alone
             if (ROOT / "runs" / saved).is_dir():
                 shutil.copytree(ROOT / "runs" / saved, Path(tmp) / "runs" / saved)
-        for path in paths:
-            seconds = run(path, workdir, write, made_on)
-            budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
-            total += seconds
-            flag = "ok" if seconds <= budget else "OVER BUDGET"
-            over += [path.name] if seconds > budget else []
-            print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
-        if write:
-            keep_what_was_saved(Path(tmp) / "runs")
+        try:
+            for path in paths:
+                seconds = run(path, workdir, write, made_on)
+                budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
+                total += seconds
+                flag = "ok" if seconds <= budget else "OVER BUDGET"
+                over += [path.name] if seconds > budget else []
+                print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
+        finally:                                            # a notebook that fails keeps what the others saved
+            if write:
+                keep_what_was_saved(Path(tmp) / "runs")
     print(f"{'total':45s} {total:6.1f} s  (budget {TOTAL_BUDGET_S} s, {total / TOTAL_BUDGET_S:4.0%})")
     return 1 if over or total > TOTAL_BUDGET_S else 0
 
