@@ -32,14 +32,14 @@ DEFAULT_BUDGET_S = 4 * 60
 TOTAL_BUDGET_S = 20 * 60
 
 
-def run(path, workdir, write=False, made_on=""):
+def run(path, workdir, write=False, made_on="", out=None):
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     seconds = time.perf_counter() - start
-    if write:
+    if write or out:
         notebook.metadata["recipe_course"] = {"outputs_made_on": made_on}
-        nbformat.write(notebook, path)
+        nbformat.write(notebook, path if write else Path(out) / path.name)
     return seconds
 
 
@@ -60,7 +60,7 @@ def keep_what_was_saved(runs):
         print("committed record:", Path("recipe_kit/decisions") / record.name)
 
 
-def main(paths, avx2=False, write=False):
+def main(paths, avx2=False, write=False, out=None):
     if avx2:
         from recipe_kit.cpu import AVX2_ENV
         os.environ.update(AVX2_ENV)
@@ -74,15 +74,17 @@ def main(paths, avx2=False, write=False):
         for saved in ("models", "decisions"):              # what earlier notebooks saved, for one run alone
             if (ROOT / "runs" / saved).is_dir():
                 shutil.copytree(ROOT / "runs" / saved, Path(tmp) / "runs" / saved)
-        for path in paths:
-            seconds = run(path, workdir, write, made_on)
-            budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
-            total += seconds
-            flag = "ok" if seconds <= budget else "OVER BUDGET"
-            over += [path.name] if seconds > budget else []
-            print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
-        if write:
-            keep_what_was_saved(Path(tmp) / "runs")
+        try:
+            for path in paths:
+                seconds = run(path, workdir, write, made_on, out)
+                budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
+                total += seconds
+                flag = "ok" if seconds <= budget else "OVER BUDGET"
+                over += [path.name] if seconds > budget else []
+                print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
+        finally:                                            # a notebook that fails keeps what the others saved
+            if write:
+                keep_what_was_saved(Path(tmp) / "runs")
     print(f"{'total':45s} {total:6.1f} s  (budget {TOTAL_BUDGET_S} s, {total / TOTAL_BUDGET_S:4.0%})")
     return 1 if over or total > TOTAL_BUDGET_S else 0
 
@@ -92,5 +94,8 @@ if __name__ == "__main__":
     parser.add_argument("notebooks", nargs="*", help="default: all six, in order")
     parser.add_argument("--avx2", action="store_true", help="run as on an AVX2-only CPU (bfloat16 off)")
     parser.add_argument("--write", action="store_true", help="save the executed notebooks into notebooks/")
+    parser.add_argument("--out", help="save the executed notebooks into this folder instead (e.g. another CPU path's outputs)")
     args = parser.parse_args()
-    sys.exit(main(args.notebooks, avx2=args.avx2, write=args.write))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    sys.exit(main(args.notebooks, avx2=args.avx2, write=args.write, out=args.out))

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from recipe_kit import lineage
+
 papermill = pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +69,7 @@ def test_notebook_runs_on_a_cifar10_format_folder(notebook, cifar_folder, runs, 
     parameters = {"DATASET": str(cifar_folder)}
     if notebook[:2] in ("03", "04", "05", "06"):
         parameters["MODELS_DIR"] = str(runs / "models")
-    if notebook.startswith("05"):
+    if notebook[:2] in ("02", "03", "04", "05", "06"):                # decision records: each reads the last
         parameters["RUNS_DIR"] = str(runs)
     papermill.execute_notebook(str(ROOT / "notebooks" / notebook), str(out), cwd=str(ROOT / "notebooks"),
                                kernel_name="python3", parameters=parameters, progress_bar=False)
@@ -79,5 +81,9 @@ def test_notebook_runs_on_a_cifar10_format_folder(notebook, cifar_folder, runs, 
         assert len(saved) == 1 and first_conv_in_channels(saved[0]) == 3   # built for 3-channel input
     else:                                                              # it printed the 3-channel shape
         assert "(1200, 3, 32, 32)" in text or "(960, 3, 32, 32)" in text or "of (3, 32, 32)" in text
+    if notebook[:2] in ("03", "04", "05"):                            # it recorded its decision, for this dataset
+        assert lineage.record_path(int(notebook[:2]), str(cifar_folder), runs).exists()
+    if notebook[:2] in ("04", "05", "06"):                            # it started from the records of this run
+        assert "using the committed record" not in text
     if notebook.startswith("06"):
-        assert "is missing" not in text and "members: nb3" in text     # it ensembled the saved models
+        assert "is missing" not in text and "members: stage 3, stage 4, stage 5" in text   # the saved models
