@@ -67,7 +67,7 @@ def test_notebook_runs_on_a_cifar10_format_folder(notebook, cifar_folder, runs, 
     parameters = {"DATASET": str(cifar_folder)}
     if notebook[:2] in ("03", "04", "05", "06"):
         parameters["MODELS_DIR"] = str(runs / "models")
-    if notebook.startswith("05"):
+    if notebook[:2] in ("02", "05"):                                   # decision record, search database
         parameters["RUNS_DIR"] = str(runs)
     papermill.execute_notebook(str(ROOT / "notebooks" / notebook), str(out), cwd=str(ROOT / "notebooks"),
                                kernel_name="python3", parameters=parameters, progress_bar=False)
@@ -79,5 +79,7 @@ def test_notebook_runs_on_a_cifar10_format_folder(notebook, cifar_folder, runs, 
         assert len(saved) == 1 and first_conv_in_channels(saved[0]) == 3   # built for 3-channel input
     else:                                                              # it printed the 3-channel shape
         assert "(1200, 3, 32, 32)" in text or "(960, 3, 32, 32)" in text or "of (3, 32, 32)" in text
+    if notebook.startswith("02"):                                      # the skeleton's decision record
+        assert any((runs / "decisions").glob("02_*.json"))
     if notebook.startswith("06"):
         assert "is missing" not in text and "members: nb3" in text     # it ensembled the saved models
