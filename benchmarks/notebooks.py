@@ -13,9 +13,14 @@ starts from what the earlier ones saved in runs/ (models, and decision records: 
 run alone, it is timed with this checkout's runs/ (as after a learner's run-through). With --write,
 what the run saved goes back into runs/, and its decision records also into recipe_kit/decisions/
 (the committed records a notebook falls back to when run alone).
+--write also makes the saved notebook light (see lighten): a widget output whose static picture or
+text serves keeps only that, and no widget state is saved for it. --lighten NOTEBOOK... does just
+that to committed notebooks, without running them.
 """
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +35,57 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = {"06": 6 * 60}  # notebook number prefix -> seconds; the rest get DEFAULT_BUDGET_S
 DEFAULT_BUDGET_S = 4 * 60
 TOTAL_BUDGET_S = 20 * 60
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+BARE_WIDGET_REPR = re.compile(r"^\s*[A-Z]\w*\((children|value|layout|description|options|index|outputs)=")
+
+
+def static_fallback(data):
+    """What an output shows where no live widget runs: its PNG, or its text unless that is only the
+    widget's class repr (ipywidgets' default, e.g. "VBox(children=(...))"); None when it has neither."""
+    if "image/png" in data:
+        return "image/png"
+    text = "".join(data.get("text/plain", ""))
+    return "text/plain" if text.strip() and not BARE_WIDGET_REPR.match(text) else None
+
+
+def lighten(notebook):
+    """Drop saved widget state where a static fallback serves; returns the bytes of state dropped.
+
+    JupyterLab renders a widget output with the widget's own renderer whenever the output has the
+    widget-view mimetype: without a live kernel that is the saved state, and without saved state it
+    shows "Error displaying widget: model not found", not the PNG beside it. nbconvert (nbviewer,
+    GitHub) skips a widget view whose model is not in the saved state and renders the next mimetype
+    (PNG, then text), but rejects a notebook whose metadata.widgets lacks "state". So an output with
+    a static fallback (recipe_kit's Panels carry a PNG and a summary, the quiz its questions as text)
+    loses its widget-view entry and keeps the fallback; a run of the cell shows the live widget again.
+    Outputs without a fallback keep their view and the saved state it needs (its model and the models
+    it references); metadata.widgets is removed when nothing needs it.
+    """
+    widgets = notebook.metadata.get("widgets", {})
+    state = widgets.get(WIDGET_STATE, {}).get("state", {})
+    before = len(json.dumps(widgets)) if widgets else 0
+    needed, todo = set(), []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW not in data:
+                continue
+            if static_fallback(data):
+                del data[WIDGET_VIEW]
+            else:
+                todo.append(data[WIDGET_VIEW]["model_id"])
+    while todo:  # the models a kept view references: children, layouts, styles
+        model_id = todo.pop()
+        if model_id in state and model_id not in needed:
+            needed.add(model_id)
+            todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model_id]))
+    if needed:
+        widgets[WIDGET_STATE]["state"] = {k: v for k, v in state.items() if k in needed}
+    else:
+        notebook.metadata.pop("widgets", None)
+    after = len(json.dumps(notebook.metadata["widgets"])) if needed else 0
+    return before - after
 
 
 def run(path, workdir, write=False, made_on="", out=None):
@@ -39,6 +95,7 @@ def run(path, workdir, write=False, made_on="", out=None):
     seconds = time.perf_counter() - start
     if write or out:
         notebook.metadata["recipe_course"] = {"outputs_made_on": made_on}
+        lighten(notebook)
         nbformat.write(notebook, path if write else Path(out) / path.name)
     return seconds
 
@@ -95,7 +152,16 @@ if __name__ == "__main__":
     parser.add_argument("--avx2", action="store_true", help="run as on an AVX2-only CPU (bfloat16 off)")
     parser.add_argument("--write", action="store_true", help="save the executed notebooks into notebooks/")
     parser.add_argument("--out", help="save the executed notebooks into this folder instead (e.g. another CPU path's outputs)")
+    parser.add_argument("--lighten", action="store_true",
+                        help="only drop saved widget state where a static fallback serves (no run)")
     args = parser.parse_args()
+    if args.lighten:
+        for path in args.notebooks:
+            notebook = nbformat.read(path, as_version=4)
+            dropped = lighten(notebook)
+            nbformat.write(notebook, path)
+            print(f"{path}: {dropped / 1024:.0f} KB of widget state dropped, now {Path(path).stat().st_size / 1024:.0f} KB")
+        sys.exit(0)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     sys.exit(main(args.notebooks, avx2=args.avx2, write=args.write, out=args.out))
