@@ -20,7 +20,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_WIDGET_STATE = 50 * 1024   # bytes of metadata.widgets in a committed notebook
 # Notebooks 3-6 were last written before --write lightened notebooks (they are being rewritten on another
 # branch); `benchmarks/notebooks.py --lighten notebooks/0[3-6]_*.ipynb`, or their next --write, fixes them.
-NOT_YET_LIGHTENED = {"03", "05"}
 
 spec = importlib.util.spec_from_file_location("notebooks_benchmark", ROOT / "benchmarks" / "notebooks.py")
 notebooks_benchmark = importlib.util.module_from_spec(spec)
@@ -39,9 +38,7 @@ def rich_outputs(nb):
                 yield i, output["data"]
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    p.name[:2] in NOT_YET_LIGHTENED, reason="written before --write lightened notebooks", strict=False))
-    for p in NOTEBOOKS], ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_committed_notebook_carries_little_widget_state(path):
     size = len(json.dumps(widget_state(json.loads(path.read_text()))))
     assert size <= MAX_WIDGET_STATE, (f"{path.name}: {size / 1024:.0f} KB of saved widget state; run "
