@@ -119,6 +119,21 @@ def run_state(page):
     })""")
 
 
+def run_all_cells(page, attempts=3):
+    """Run > Run All Cells, again if no cell started within 30 s: a click that lands while the page is
+    still connecting to its kernel is dropped (seen in CI), and the test would then wait for nothing."""
+    for _ in range(attempts):
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if any(p != "[ ]:" for p in run_state(page)["prompts"]):
+                return
+            time.sleep(1)
+    pytest.fail(f"Run All Cells started no cell in {attempts} tries")
+
+
 def wait_until_all_cells_ran(page, timeout):
     deadline, state = time.time() + timeout, None
     while time.time() < deadline:
@@ -157,9 +172,7 @@ def test_notebook_01_runs_in_jupyterlab_and_the_data_browser_pages(jupyter_lab, 
         expect(page.locator(".jp-Notebook .jp-CodeCell").first).to_be_visible(timeout=120_000)
         expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=120_000)
 
-        page.locator(".jp-Notebook .jp-Cell").first.click()
-        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        run_all_cells(page)
         state = wait_until_all_cells_ran(page, RUN_ALL_TIMEOUT)
         page.screenshot(path=tmp_path / "notebook_end.png")
 
