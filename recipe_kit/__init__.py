@@ -1,8 +1,9 @@
 """recipe_kit: the companion package of recipe-course.
 
 One concept per module: data (loading, verified), loader (fast batches), utils (seeds, device),
-audit and preflight (the checks, reporting through report), bugs (planted-bug pipelines), models
-(the course's small nets), train (a transparent loop), errors (what a model gets wrong), plots and
+audit and preflight (the checks, reporting through report), compare (is a change larger than the
+noise?), bugs (planted-bug pipelines), models (the course's small nets), train (a transparent
+loop), errors (what a model gets wrong), lineage (each notebook's decision, written down), plots and
 widgets (looking at things), search, tune and progress (hyperparameter search with Optuna, the
 ideas behind it, when to stop), drills and quiz (interview prep), cpu (which float path this
 machine trains on), learner (a learner's own copies, solutions on demand).
@@ -13,8 +14,9 @@ and worker processes (benchmarks/import_time.py measures it).
 """
 import importlib
 
-from . import cpu, progress
+from . import compare, cpu, progress
 from .audit import audit_data
+from .compare import paired_gain, right_on
 from .data import DataError, Images, load_dataset, train_val_split
 from .loader import Augment, BatchLoader, channel_stats
 from .models import (MixedPrecision, course_cnn, init_final_bias_to_log_prior, logistic_regression, mlp,

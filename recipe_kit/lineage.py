@@ -10,6 +10,8 @@ says so.
 import json
 from pathlib import Path
 
+import torch
+
 from .models import course_cnn, vgg_cnn
 
 COMMITTED = Path(__file__).resolve().parent / "decisions"
@@ -64,3 +66,25 @@ def build(decision, in_channels, num_classes, image_size, dropout=None):
     if decision["architecture"] == "course_cnn":
         return course_cnn(in_channels, num_classes, width=decision["width"], image_size=image_size, dropout=dropout)
     raise ValueError(f"architecture {decision['architecture']!r}: expected 'vgg_cnn' or 'course_cnn'.")
+
+
+def optimizer(params, setting):
+    """The optimizer a notebook-5 setting names ({"optimizer": "SGD" or "Adam", "lr", "weight_decay"}):
+    SGD with Nesterov momentum 0.9, or AdamW (Adam when weight_decay is 0)."""
+    if setting["optimizer"] == "SGD":
+        return torch.optim.SGD(params, lr=setting["lr"], momentum=0.9, nesterov=True,
+                               weight_decay=setting["weight_decay"])
+    if setting["optimizer"] == "Adam":
+        return torch.optim.AdamW(params, lr=setting["lr"], weight_decay=setting["weight_decay"])
+    raise ValueError(f"optimizer {setting['optimizer']!r}: expected 'SGD' or 'Adam'.")
+
+
+def schedule(optimizer, setting, total_steps):
+    """The learning-rate schedule a setting names, stepped once per step: one-cycle (warm-up for
+    pct_start of the steps to the peak setting["lr"], then anneal), or None for a constant rate."""
+    if setting["schedule"] == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=setting["lr"], total_steps=total_steps,
+                                                   pct_start=setting.get("pct_start", 0.25))
+    if setting["schedule"] == "constant":
+        return None
+    raise ValueError(f"schedule {setting['schedule']!r}: expected 'one-cycle' or 'constant'.")

@@ -53,5 +53,5 @@ def when_to_stop(values, patience=10, noise=0.0, direction="maximize"):
             stop = t + 1
             break
     gain = sign * (best[-1] - best[stop - 1]) if stop else 0.0
-    rule = f"stop when the best has gained no more than {noise:g} in the last {patience} trials"
+    rule = f"stop when the best has gained no more than {noise:.3g} in the last {patience} trials"
     return {"best": best, "stop_after": stop, "gain_after_stop": gain, "rule": rule}

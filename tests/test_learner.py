@@ -115,3 +115,24 @@ def test_command_line_and_course_open_make_copies_before_jupyter(tmp_path, capsy
     branch = script.split("\n  open)", 1)[1].split(";;", 1)[0]
     assert branch.index("recipe_kit.learner copies my-notebooks") < branch.index("jupyter\" lab")
     assert "my-notebooks/01_" in branch and "my-notebooks/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_no_exercise_is_answered_elsewhere_in_its_notebook():
+    """An exercise's solution must not be given away by another cell of the same notebook: its function is
+    defined nowhere else, and none of its solution lines (longer than a trivial `return x`) appears elsewhere."""
+    import re
+    notebooks = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for path in notebooks:
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        grade_id = [c["metadata"].get("nbgrader", {}).get("grade_id", "") for c in cells]
+        others = "\n".join("".join(c["source"]) for c, g in zip(cells, grade_id) if not g)
+        for cell, gid in zip(cells, grade_id):
+            if not gid.endswith("-solution"):
+                continue
+            source = "".join(cell["source"])
+            for name in re.findall(r"^def (\w+)\(", source, flags=re.M):
+                assert f"def {name}(" not in others, f"{path.name}: {name} ({gid}) is also defined in another cell"
+            body = source.split("### BEGIN SOLUTION", 1)[-1].split("### END SOLUTION", 1)[0]
+            for line in (l.strip() for l in body.splitlines()):
+                if len(line) > 30 and not line.startswith("#"):
+                    assert line not in others, f"{path.name}: {gid}'s line {line!r} appears in another cell"

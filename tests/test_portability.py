@@ -30,7 +30,7 @@ def test_training_cells_are_not_compared_digit_for_digit():
     notebook asserts its claims under CLAIMS instead."""
     trains = ("rk.fit(", "= run(", "train_and_score(", ".optimize(", "rk.audit_data(train, test)", "train_long(",
               "stand_in(", "train_student(", "lr_range_test(", "fit_target(", "train_recipe(", "decide_run(",
-              "train_full(", "right_on_val(")
+              "train_full(", "right_on(", "run_on(")
     for path in NOTEBOOKS:
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         for index, cell in enumerate(cells):
