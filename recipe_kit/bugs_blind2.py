@@ -37,8 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .bugs import adam, mlp, small_cnn, standard_step, standardize
 from .bugs_blind import ATTRIBUTES, MaskNet, Squeezed, digits, digits_cnn, ink, mlp_out
 from .bugs_heldout import HeldOutBug
-from .correct_pipelines import Backbone, mixup_step
-from .correct_pipelines import Pipeline
+from .correct_pipelines import Backbone, Pipeline, mixup_step
 
 
 # ----------------------------------------------------------------------------- shared pieces
