@@ -339,6 +339,14 @@ def noise_at_eval(images, labels):
     return NoisyInput(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
 
 
+def augmentation_shuffles_images(images, labels):
+    def step(model, batch, loss_fn, optimizer):
+        x, y = batch
+        x = x[torch.randperm(len(x))]                       # BUG: a "mix" augmentation moves images, not labels
+        return standard_step(model, (x, y), loss_fn, optimizer)
+    return small_cnn(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), step
+
+
 def cosine_epochs_stepped_per_batch(images, labels):
     def make(params):
         opt = torch.optim.Adam(params, lr=1e-3)
@@ -447,6 +455,8 @@ CATALOG = [
         "height axis is scrambled.", channels_last_reshaped, "input_layout"),
     Bug("noise_at_eval", "Noise augmentation inside forward, also in eval mode: predictions are random.",
         noise_at_eval, "eval_determinism"),
+    Bug("augmentation_shuffles_images", "An augmentation in the step reorders the batch's images but not its "
+        "labels: every image trains with another image's label.", augmentation_shuffles_images, "augmentation"),
     Bug("cosine_epochs_stepped_per_batch", "CosineAnnealingLR(T_max=30 epochs) stepped every batch: the lr "
         "hits 0 at step 30.", cosine_epochs_stepped_per_batch, "lr_schedule", "full"),
     Bug("conv_stack_without_activation", "Two convolutions with no activation between them and average "

@@ -54,6 +54,8 @@ CHECKS = {
                              "targets outside the loss's range or shape"),
     "input_layout": ("fast", "image axes scrambled at the first conv (view where permute was meant)"),
     "eval_determinism": ("fast", "eval-mode outputs that change from run to run (F.dropout left on)"),
+    "augmentation": ("fast", "augmentation in train_step that changes what an image shows, so its label no "
+                             "longer fits (flips on digits)"),
     "lr_schedule": ("full", "a learning rate that collapses within 200 steps (a per-epoch schedule stepped per batch)"),
     "overfit_batch": ("full", "cannot overfit one small batch, divergence, NaN"),
     "beats_baseline": ("full", "a short run that does not beat an input-independent model on held-out "

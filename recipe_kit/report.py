@@ -33,6 +33,7 @@ class Report:
     skipped: list = field(default_factory=list)    # [(check name, reason)]: does not apply to this input
     crashed: list = field(default_factory=list)    # [(check name, "ExceptionType: message")]: could not judge
     details: dict = field(default_factory=dict)    # check name -> data worth showing (rankings, stats)
+    notes: list = field(default_factory=list)      # [(check name, text)]: worth a look, not a problem
 
     @property
     def ok(self):
@@ -69,6 +70,8 @@ class Report:
             where = f" [{p.where}]" if p.where else ""
             lines.append(f"  {mark} {p.check}{where}: {p.message}")
             lines.append(f"      hint: {p.hint}")
+        for name, text in self.notes:
+            lines.append(f"  i {name}: {text}")
         for name in self.passed:
             lines.append(f"  ✓ {name}")
         for name, reason in self.skipped:
@@ -88,6 +91,7 @@ class Report:
             rows.append(f"<li style='color:{color[p.severity]}'><b>{'✗' if p.severity == 'error' else '!'} "
                         f"{e(p.check)}</b>{where}: {e(p.message)}<br><span style='color:#555'>"
                         f"hint: {e(p.hint)}</span></li>")
+        rows += [f"<li style='color:#555'>i {e(n)}: {e(t)}</li>" for n, t in self.notes]
         rows += [f"<li style='color:#1e8449'>✓ {e(name)}</li>" for name in self.passed]
         rows += [f"<li style='color:#777'>– {e(n)} skipped: {e(r)}</li>" for n, r in self.skipped]
         rows += [f"<li style='color:#c0392b'>✗ {e(n)} crashed: {e(r)}</li>" for n, r in self.crashed]

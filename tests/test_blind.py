@@ -38,6 +38,16 @@ def test_clean_splits_have_no_error(fmnist):
         assert report.ok and not report.crashed, f"{name}\n{report}"
 
 
+def test_clean_splits_get_no_warning_from_the_full_audit(fmnist):
+    """label_issues reports the few % of ambiguous labels of real data as a note, not a warning
+    (docs/checks_heldout.md, section 8: it warned on both splits before)."""
+    test = rk.load_dataset("fashion-mnist", "test")
+    for name, train, held, classes in clean_splits(*fmnist, test.images[:N // 4], test.labels[:N // 4]):
+        report = audit_data(train, held, classes)
+        assert not report.problems and not report.crashed, f"{name}\n{report}"
+        assert [n for n, _ in report.notes] == ["label_issues", "label_issues"], f"{name}\n{report}"
+
+
 def test_blind_bugs_are_caught_without_crashes(fmnist):
     caught = diagnosed = 0
     for bug in BLIND:
@@ -46,9 +56,9 @@ def test_blind_bugs_are_caught_without_crashes(fmnist):
         flagged = {p.check for p in report.problems}
         caught += bool(flagged)
         diagnosed += bool(flagged & bug.checks)
-    # blind run: 18 caught, 11 diagnosed of 22; after the fixes (no longer blind): 21 and 18 (one of margin)
-    assert caught >= 20, (caught, len(BLIND))
-    assert diagnosed >= 17, (diagnosed, len(BLIND))
+    # blind run: 18 caught, 11 diagnosed of 22; after the fixes (no longer blind, sections 5 and 8): 22 and 19
+    assert caught >= 21, (caught, len(BLIND))                       # one of margin
+    assert diagnosed >= 18, (diagnosed, len(BLIND))
 
 
 def test_catalog_is_new_and_cites_its_sources():
