@@ -40,7 +40,7 @@ def test_clean_splits_have_no_error(fmnist):
 
 def test_clean_splits_get_no_warning_from_the_full_audit(fmnist):
     """label_issues reports the few % of ambiguous labels of real data as a note, not a warning
-    (docs/checks_heldout.md, section 8: it warned on both splits before)."""
+    (docs/checks_heldout.md, section 9: it warned on both splits before)."""
     test = rk.load_dataset("fashion-mnist", "test")
     for name, train, held, classes in clean_splits(*fmnist, test.images[:N // 4], test.labels[:N // 4]):
         report = audit_data(train, held, classes)
