@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import NotApplicable  # noqa: F401 (checks may raise it)
-from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, class_scores,
-                       constant_baseline, constant_loss, foreign_params, fresh_model, loss_floor,
+from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, cat_outputs, class_scores,
+                       constant_baseline, constant_loss, foreign_params, fresh_model, joined, loss_floor,
                        make_optimizer_for, run_steps, trace)
 from .rng import seed_all
 
@@ -173,7 +173,7 @@ def evaluate(model, x, y, pipe):
     was = model.training
     model.eval()
     with torch.no_grad():
-        out = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)])
+        out = cat_outputs([model(x[i:i + 256]) for i in range(0, len(x), 256)])
         loss = float(pipe["loss_fn"](out, y))
         acc = (class_scores(out).argmax(1) == y.reshape(-1)).float().mean().item() if pipe["num_classes"] else None
     model.train(was)
@@ -215,8 +215,15 @@ def check_input_scale(pipe, report):
                    "be slower and more sensitive to lr.", hint, name, **details)
 
 
+def several_outputs(pipe):
+    """Why a check that reads one tensor of class scores does not apply to a model with several heads."""
+    return f"the model returns {pipe['several_outputs']}: no single tensor of class scores to read"
+
+
 def check_loss_at_init(pipe, report):
     kind, C = pipe["loss_kind"], pipe["num_classes"]
+    if pipe["several_outputs"]:
+        return several_outputs(pipe)
     if kind is None:
         return "loss_fn is not a cross-entropy or NLL loss: no known loss at init"
     pr = probe(pipe)
@@ -259,6 +266,8 @@ def check_loss_at_init(pipe, report):
 
 def check_output_activation(pipe, report):
     kind = pipe["loss_kind"]
+    if pipe["several_outputs"]:
+        return several_outputs(pipe)
     if kind is None and is_bce_with_logits(pipe["loss_fn"]):
         out = probe(pipe)["out"]
         if bool(((out > 0) & (out < 1)).all()) and out.numel() >= MIN_BCE_OUTPUTS:
@@ -352,7 +361,7 @@ def check_input_dependence(pipe, report):
 
     model = fresh_model(pipe).eval()
     with torch.no_grad():
-        out = trace(model, x, on_call).float().reshape(len(x), -1)
+        out = joined(trace(model, x, on_call)).float().reshape(len(x), -1)
     spread = (out - out[:1]).abs().max().item()
     scale = out.abs().max().item()
     note(report, "input_dependence", relative_spread=spread / max(scale, 1e-30))
@@ -391,7 +400,7 @@ def check_batch_independence(pipe, report):
         calls = []
         seed_all(pipe["seed"])               # the same random draws: only the change of sample 0 differs
         with torch.no_grad():
-            out = trace(model, batch, lambda n, m, i, o: calls.append((n, i, o)))
+            out = joined(trace(model, batch, lambda n, m, i, o: calls.append((n, i, o))))
         runs.append((out, calls))
     (out1, calls1), (out2, calls2) = runs
     if torch.equal(out1, out2):

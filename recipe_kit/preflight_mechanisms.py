@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, make_optimizer_for, trace
-from .preflight_checks import SUM_TOL, is_bce_with_logits, note
+from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, joined, make_optimizer_for, trace
+from .preflight_checks import SUM_TOL, is_bce_with_logits, note, several_outputs
 from .rng import seed_all
 
 # Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
@@ -59,8 +59,8 @@ def check_registered_params(pipe, report):
     missed by the optimizer, .to(device) and state_dict (layers kept in a python list or dict)."""
     model = fresh_model(pipe).train()
     x, y = pipe["x"][:8], pipe["y"][:8]
-    out = model(x)
-    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+    out = joined(model(x))
+    if out.grad_fn is None:
         return "the output does not depend on any tensor that requires grad"
     own = {id(p) for p in model.parameters()}
     leaves, seen, todo = [], set(), [out.grad_fn]
@@ -115,7 +115,7 @@ def check_model_linearity(pipe, report):
     half = len(x) // 2
     a, b = x[:half], x[half:2 * half]
     with torch.no_grad():
-        fa, fb, fm = model(a), model(b), model((a + b) / 2)
+        fa, fb, fm = joined(model(a)), joined(model(b)), joined(model((a + b) / 2))
     spread = (fa - fb).abs().max().item()
     if spread == 0:
         return "the outputs do not vary with the input (see input_dependence)"
@@ -253,6 +253,8 @@ def class_weights_seen(pipe):
 def check_loss_classes(pipe, report):
     """Every class present in the labels must count in the loss, with weights that do not favour the
     frequent classes; class ids must not be fitted as numbers; targets must fit the loss (shape, range)."""
+    if pipe["several_outputs"]:
+        return several_outputs(pipe)
     if pipe["loss_kind"] is None:
         return None if loss_targets(pipe, report) else regression_on_ids(pipe, report)
     C = pipe["num_classes"]
@@ -394,7 +396,7 @@ def check_eval_determinism(pipe, report):
         calls = []
         seed_all(seed)
         with torch.no_grad():
-            out = trace(model, x, lambda n, m, i, o: calls.append((n, i, o)))
+            out = joined(trace(model, x, lambda n, m, i, o: calls.append((n, i, o))))
         runs.append((out, calls))
     (a, calls_a), (b, calls_b) = runs
     diff = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-12)
