@@ -6,6 +6,7 @@ Same contract as preflight_checks.py: check(pipe, report) adds Problems and retu
 saying why it does not apply. Thresholds are named below with the values measured on the correct
 pipelines (correct_pipelines.py, tests/test_preflight.py) and on the bugs that break the property.
 """
+import gc
 import math
 
 import torch
@@ -161,13 +162,38 @@ def learning_rates(pipe, calls):
     finally:
         hook.remove()
     base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    pipe["cache"]["stale_schedulers"] = stale_schedulers(model, opt)
     return lrs, base, scheduled()
+
+
+def stale_schedulers(model, opt):
+    """LR schedulers that were stepped and schedule another optimizer over this model's parameters than
+    the one train_step steps: an optimizer rebuilt after its scheduler was made, so the schedule is lost."""
+    own = {id(p) for p in model.parameters()}
+    found = []
+    for obj in gc.get_objects():
+        if isinstance(obj, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+            other = getattr(obj, "optimizer", None)
+            params = [p for g in getattr(other, "param_groups", ()) for p in g["params"]]
+            if (other is not None and other is not opt and params and all(id(p) in own for p in params)
+                    and getattr(obj, "last_epoch", 0) > 0):
+                found.append(obj)
+    return found
 
 
 def check_lr_schedule(pipe, report):
     """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
     a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
     lrs, base, scheduled = learning_rates(pipe, LR_CALLS)
+    stale = pipe["cache"].pop("stale_schedulers", [])
+    if stale:
+        report.add("lr_schedule", "error", f"a {type(stale[0]).__name__} was stepped {stale[0].last_epoch} times "
+                   "during train_step but schedules another optimizer than the one train_step steps (both over "
+                   "this model's parameters): the optimizer was rebuilt after the scheduler was created, so the "
+                   f"schedule never reaches it and the lr stays at {base:.3g}.",
+                   "Create the scheduler from the optimizer you train with (after any rebuild); stage 5.",
+                   "make_optimizer")
+        return None
     if lrs and not scheduled and len(set(lrs)) <= 1:
         return None                                   # the lr the learner set, unscheduled: it cannot collapse
     if len(lrs) < 10:
@@ -421,3 +447,94 @@ def random_place(calls_a, calls_b):
         prev = name
     return f"forward code after '{prev}'" if prev else "forward"
 
+
+
+# ----------------------------------------------------------------------------- train / eval consistency
+
+# train_eval_consistency: eval mode must give what train mode gives on average (dropout and stochastic
+# depth scale by 1/p for this). Gap = |eval output - mean of TRAIN_DRAWS train-mode outputs| / spread of
+# the eval outputs across samples, norms held in eval so both see the same statistics. Clean: 0.009-0.04
+# (stochastic_depth, MLPs with dropout 0.2-0.5: Jensen gaps through later ReLUs plus sampling noise);
+# drop_path_unscaled 0.9.
+TRAIN_DRAWS, TRAIN_EVAL_GAP = 64, 0.3
+# dropout_rate: share of the nonzero inputs of a dropout layer that it zeroes in train mode. Common p: 0.1-0.5
+# (clean <= 0.5); TensorFlow's keep_prob=0.9 passed as PyTorch's p: 0.9.
+DROP_WARNING, DROP_ERROR = 0.7, 0.85
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def train_mode_with_norms_in_eval(model):
+    """Train mode for everything random (dropout, drop path), eval mode for the norms' running statistics."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.eval()
+    return model
+
+
+def check_train_eval_consistency(pipe, report):
+    """What eval mode predicts must be the average of what train mode predicts: stochastic depth or dropout
+    written by hand without the 1/p scaling make eval see a different network from the one trained."""
+    model = train_mode_with_norms_in_eval(fresh_model(pipe))
+    x = pipe["x"][:32]
+    draws = []
+    with torch.no_grad():
+        for k in range(TRAIN_DRAWS):
+            seed_all(pipe["seed"] + 1 + k)
+            draws.append(joined(model(x)).double())
+            if k == 1 and torch.equal(draws[0], draws[1]):
+                return "the model is not random in train mode (no dropout or stochastic depth)"
+        evaluated = joined(model.eval()(x)).double()
+    mean = torch.stack(draws).mean(0)
+    spread = evaluated.std(0).mean().item()
+    if spread == 0:
+        return "the outputs do not vary across samples (see input_dependence)"
+    gap = (evaluated - mean).abs().mean().item() / spread
+    note(report, "train_eval_consistency", gap=gap)
+    if gap <= TRAIN_EVAL_GAP:
+        return None
+    report.add("train_eval_consistency", "error", f"in eval mode the outputs differ from the average of "
+               f"{TRAIN_DRAWS} train-mode forwards by {gap:.2g} of their spread across samples (BatchNorm held in "
+               "eval for both): eval runs another network than the one trained. Dropout or stochastic depth "
+               "written by hand must scale what it keeps by 1/p (survival or keep probability) in training.",
+               "Divide the kept activations by the keep probability in train mode (or use nn.Dropout / "
+               "torchvision.ops.StochasticDepth); stage 2.", "forward", gap=gap)
+
+
+def check_dropout_rate(pipe, report):
+    """A dropout layer zeroes p of its units in training: PyTorch's p is the DROP probability, TensorFlow's
+    keep_prob the KEEP one, so a ported 0.9 leaves the next layer 10% of its inputs."""
+    model = fresh_model(pipe).train()
+    shares = []
+
+    def measure(name):
+        def hook(module, args, out):
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if inp is not None and isinstance(out, torch.Tensor) and out.shape == inp.shape and (inp != 0).any():
+                live = inp != 0
+                shares.append((name, ((out == 0) & live).sum().item() / live.sum().item(), module))
+        return hook
+
+    handles = [m.register_forward_hook(measure(n)) for n, m in model.named_modules() if isinstance(m, DROPOUTS)]
+    if not handles:
+        return "no dropout layer (nn.Dropout*)"
+    try:
+        with torch.no_grad():
+            seed_all(pipe["seed"])
+            model(pipe["x"][:64])
+    finally:
+        for h in handles:
+            h.remove()
+    if not shares:
+        return "no dropout layer ran in the forward"
+    name, share, module = max(shares, key=lambda s: s[1])
+    note(report, "dropout_rate", largest_share=share)
+    if share < DROP_WARNING:
+        return None
+    p = getattr(module, "p", None)
+    report.add("dropout_rate", "error" if share >= DROP_ERROR else "warning",
+               f"in train mode dropout '{name}' zeroes {share:.0%} of its inputs (p={p}): PyTorch's p is the "
+               f"probability to DROP a unit, so the next layer trains on {1 - share:.0%} of them. TensorFlow's "
+               "keep_prob is the probability to keep one: keep_prob=0.9 is p=0.1.",
+               f"Use nn.Dropout(p=1 - keep_prob), typically p = 0.1 .. 0.5; stage 4 (regularize).", name,
+               share=share)
