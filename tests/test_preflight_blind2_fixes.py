@@ -99,8 +99,8 @@ def test_unscaled_drop_path_makes_eval_another_network(fmnist):
     assert "error" in flagged(report, "train_eval_consistency")
     fixed = run("drop_path_unscaled", fmnist, fixed=True)
     assert not flagged(fixed, "train_eval_consistency")
-    assert fixed.details["stats"]["train_eval_consistency"]["gap"] < 0.3 < \
-        report.details["stats"]["train_eval_consistency"]["gap"]
+    assert fixed.details["stats"]["train_eval_consistency"]["bias"] < 10 < \
+        report.details["stats"]["train_eval_consistency"]["bias"]
 
 
 def test_keep_prob_passed_as_p_is_named(fmnist):
