@@ -10,7 +10,7 @@ import recipe_kit as rk
 from recipe_kit.bugs_blind2 import BY_NAME, CORRECTED
 from recipe_kit.preflight import preflight
 from recipe_kit.preflight_checks import step_redraws_inputs
-from recipe_kit.pipeline import setup
+from recipe_kit.pipeline import BadInput, setup
 
 FAST_ONLY = ("lr_schedule", "overfit_batch", "beats_baseline")
 
@@ -52,12 +52,13 @@ def test_a_dict_model_that_ignores_its_input_is_still_caught(fmnist):
 
     x = rk.bugs.standardize(fmnist[0])
     loss = lambda out, y: nn.functional.cross_entropy(out["classes"], y) + out["attributes"].pow(2).mean()
-    report = preflight(Heads(), (x, fmnist[1]), loss, lambda p: torch.optim.Adam(p, 1e-3), budget="fast")
+    report = preflight(Heads(), (x, fmnist[1]), loss, lambda p: torch.optim.Adam(p, 1e-3), rk.bugs.standard_step,
+                       budget="fast")
     assert "error" in flagged(report, "input_dependence")
 
 
 def test_several_outputs_with_num_classes_is_refused_with_the_reason(fmnist):
-    with pytest.raises(rk.preflight.BadInput, match="num_classes"):
+    with pytest.raises(BadInput, match="num_classes"):
         run_parts = BY_NAME["multi_head_tuple"].build(*fmnist)
         preflight(*run_parts, num_classes=10, budget="fast")
 
