@@ -166,13 +166,16 @@ def learning_rates(pipe, calls):
     return lrs, base, scheduled()
 
 
+SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 def stale_schedulers(model, opt):
     """LR schedulers that were stepped and schedule another optimizer over this model's parameters than
     the one train_step steps: an optimizer rebuilt after its scheduler was made, so the schedule is lost."""
     own = {id(p) for p in model.parameters()}
     found = []
     for obj in gc.get_objects():
-        if isinstance(obj, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        if issubclass(type(obj), SCHEDULERS):          # type(), not isinstance: some lazy objects warn when probed
             other = getattr(obj, "optimizer", None)
             params = [p for g in getattr(other, "param_groups", ()) for p in g["params"]]
             if (other is not None and other is not opt and params and all(id(p) in own for p in params)
@@ -497,6 +500,11 @@ def check_train_eval_consistency(pipe, report):
             if first is None:
                 return "the model is not random in train mode (no dropout or stochastic depth)"
     evaluated = inputs_seen(model.eval(), x)
+    seed_all(pipe["seed"] + TRAIN_DRAWS + 1)
+    again = inputs_seen(model, x)
+    if len(again) != len(evaluated) or any((a[1] is None) != (b[1] is None) or (a[1] is not None and not
+                                           torch.equal(a[1], b[1])) for a, b in zip(again, evaluated)):
+        return "eval mode is random too (see eval_determinism)"
     name, e = evaluated[first]
     if name != draws[0][first][0] or e is None or e.shape != draws[0][first][1].shape:
         return "eval mode calls other modules than train mode"
