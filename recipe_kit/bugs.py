@@ -408,6 +408,21 @@ def dropout_p_inverted(images, labels, drop_rate=0.1):
     return mlp(dropout=1 - drop_rate), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
 
 
+def clip_at_step_start(images, labels):
+    """SGD at lr 0.5 kept stable by clipping the gradient norm to 0.5, as the recipe it came from did (a
+    sibling of bugs_blind2.clip_before_backward, added after that catalog's run; clip_grad_value_ would
+    raise on the missing gradients instead of clipping nothing)."""
+    def step(model, batch, loss_fn, optimizer):
+        x, y = batch
+        optimizer.zero_grad()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.5)     # BUG: clips the zeroed grads; backward comes later
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.5), step
+
+
 CATALOG = [
     Bug("softmax_before_cross_entropy", "The model ends in Softmax, and CrossEntropyLoss applies log_softmax "
         "again: logits are squashed into [0, 1].", softmax_before_cross_entropy, "output_activation"),
@@ -482,6 +497,8 @@ CATALOG = [
         "train_eval_consistency"),
     Bug("dropout_p_inverted", "A drop rate of 0.1 from the config passed as p = 1 - 0.1: 90% of the hidden "
         "units are dropped.", dropout_p_inverted, "dropout_rate"),
+    Bug("clip_at_step_start", "clip_grad_norm_ called right after zero_grad, before backward: it clips "
+        "nothing, and SGD at a high lr runs unclipped.", clip_at_step_start, "grad_clipping"),
 ]
 
 BY_NAME = {bug.name: bug for bug in CATALOG}

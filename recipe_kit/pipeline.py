@@ -4,6 +4,7 @@ what the loss function computes. No check lives here (preflight_checks.py), and 
 preflight.py, so the two never import each other.
 """
 import collections.abc
+import contextlib
 import copy
 import math
 
@@ -302,6 +303,36 @@ def call_step(pipe, model, batch, optimizer):
     return loss
 
 
+CLIPPERS = ("clip_grad_norm_", "clip_grad_value_")
+
+
+@contextlib.contextmanager
+def clipping_watched(model, seen):
+    """Record each torch.nn.utils clip_grad_* call on this model's parameters as (name, whether any of
+    them held a nonzero gradient then). Calls through a name imported before preflight are not seen."""
+    own = {id(p) for p in model.parameters()}
+    utils, module = torch.nn.utils, torch.nn.utils.clip_grad
+    saved = {name: (getattr(utils, name), getattr(module, name)) for name in CLIPPERS}
+
+    def spy(name, original):
+        def clip(parameters, *args, **kwargs):
+            params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+            if any(id(p) in own for p in params):
+                seen.append((name, any(p.grad is not None and bool(p.grad.any()) for p in params)))
+            return original(params, *args, **kwargs)
+        return clip
+
+    for name, (original, _) in saved.items():
+        setattr(utils, name, spy(name, original))
+        setattr(module, name, getattr(utils, name))
+    try:
+        yield seen
+    finally:
+        for name, (a, b) in saved.items():
+            setattr(utils, name, a)
+            setattr(module, name, b)
+
+
 def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until_steps=None):
     """Run the learner's train_step on each batch, recording what a loop never shows.
 
@@ -316,7 +347,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     """
     named = list(model.named_parameters())
     rec = {"losses": [], "grads": [], "backward_grads": [], "backwards": [], "step_calls": [], "training": [],
-           "params": [{n: p.detach().clone() for n, p in named}]}
+           "params": [{n: p.detach().clone() for n, p in named}], "clips": []}
     at_step, after_backward, fired = [], {}, {}
 
     def on_step(opt, args, kwargs):
@@ -342,7 +373,8 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
                         p.copy_(rec["params"][0][n])
             if reseed is not None:
                 seed_all(reseed)
-            rec["losses"].append(call_step(pipe, model, batch, optimizer))
+            with clipping_watched(model, rec["clips"]):
+                rec["losses"].append(call_step(pipe, model, batch, optimizer))
             rec["step_calls"].append(len(at_step))
             rec["grads"].append(at_step[0] if at_step else
                                 {n: None if p.grad is None else p.grad.detach().clone() for n, p in named})

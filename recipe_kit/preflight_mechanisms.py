@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .pipeline import WEIGHT_LAYERS, batches_from, call_step, fresh_model, joined, make_optimizer_for, trace
-from .preflight_checks import SUM_TOL, is_bce_with_logits, note, several_outputs
+from .preflight_checks import SUM_TOL, is_bce_with_logits, note, several_outputs, steps
 from .rng import seed_all
 
 # Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
@@ -562,3 +562,22 @@ def check_dropout_rate(pipe, report):
                "keep_prob is the probability to keep one: keep_prob=0.9 is p=0.1.",
                f"Use nn.Dropout(p=1 - keep_prob), typically p = 0.1 .. 0.5; stage 4 (regularize).", name,
                share=share)
+
+
+def check_grad_clipping(pipe, report):
+    """Clipping acts on the gradient backward has just computed: called before backward (or right after
+    zero_grad) it finds no gradient, clips nothing, and the step runs unclipped."""
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    if not rec["clips"]:
+        return "train_step calls no torch.nn.utils.clip_grad_norm_ / clip_grad_value_ (as seen at run time)"
+    empty = [name for name, had_grad in rec["clips"] if not had_grad]
+    note(report, "grad_clipping", empty_share=len(empty) / len(rec["clips"]))
+    if len(empty) < len(rec["clips"]):
+        return None
+    report.add("grad_clipping", "error", f"{empty[0]} ran {len(empty)} times in {len(rec['losses'])} calls of "
+               "train_step and found no gradient on the model's parameters each time: it runs before "
+               "loss.backward() (or after zero_grad), so nothing is clipped and every step is unclipped.",
+               "Clip between loss.backward() and optimizer.step() (after scaler.unscale_ with AMP); stage 2.",
+               "train_step")

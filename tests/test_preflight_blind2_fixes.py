@@ -117,3 +117,12 @@ def test_a_scheduler_on_a_rebuilt_optimizer_is_caught(fmnist):
     assert any("another optimizer" in p.message for p in report.problems if p.check == "lr_schedule")
     assert not flagged(run("scheduler_on_stale_optimizer", fmnist, fixed=True, budget="full", skip=skip),
                        "lr_schedule")
+
+
+def test_clipping_before_backward_is_caught(fmnist):
+    report = run("clip_before_backward", fmnist)
+    assert "error" in flagged(report, "grad_clipping")
+    fixed = run("clip_before_backward", fmnist, fixed=True)
+    assert not flagged(fixed, "grad_clipping") and "grad_clipping" not in dict(fixed.skipped)
+    assert "grad_clipping" in dict(run("stochastic_depth", fmnist).skipped)   # no clipping: does not apply
+    assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"      # the spy is removed afterwards
