@@ -393,6 +393,44 @@ def blocks_list_multiplied(images, labels):
     return RepeatedBlocks(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
 
 
+class HandDropout(nn.Module):
+    """An MLP with dropout written by hand on the hidden units."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.fc1, self.fc2, self.p = nn.Linear(784, 64), nn.Linear(64, 10), p
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        if self.training:
+            h = h * (torch.rand_like(h) > self.p)    # BUG: kept units not divided by (1 - p): eval sees 2x
+        return self.fc2(h)
+
+
+def dropout_mask_without_rescale(images, labels):
+    return HandDropout(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+def dropout_p_inverted(images, labels, drop_rate=0.1):
+    # BUG: the config's drop rate turned into p = 1 - rate, as if p were the keep probability
+    return mlp(dropout=1 - drop_rate), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+def clip_at_step_start(images, labels):
+    """SGD at lr 0.5 kept stable by clipping the gradient norm to 0.5, as the recipe it came from did (a
+    sibling of bugs_blind2.clip_before_backward, added after that catalog's run; clip_grad_value_ would
+    raise on the missing gradients instead of clipping nothing)."""
+    def step(model, batch, loss_fn, optimizer):
+        x, y = batch
+        optimizer.zero_grad()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.5)     # BUG: clips the zeroed grads; backward comes later
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.5), step
+
+
 CATALOG = [
     Bug("softmax_before_cross_entropy", "The model ends in Softmax, and CrossEntropyLoss applies log_softmax "
         "again: logits are squashed into [0, 1].", softmax_before_cross_entropy, "output_activation"),
@@ -464,6 +502,13 @@ CATALOG = [
         severity="warning"),
     Bug("blocks_list_multiplied", "nn.ModuleList([Block()] * 4) holds one block four times: the four blocks "
         "share their weights.", blocks_list_multiplied, "shared_modules", severity="warning"),
+    Bug("dropout_mask_without_rescale", "Dropout written by hand (h * (rand > p)) without dividing the kept "
+        "units by 1 - p: eval mode sees twice the activations training saw.", dropout_mask_without_rescale,
+        "train_eval_consistency"),
+    Bug("dropout_p_inverted", "A drop rate of 0.1 from the config passed as p = 1 - 0.1: 90% of the hidden "
+        "units are dropped.", dropout_p_inverted, "dropout_rate"),
+    Bug("clip_at_step_start", "clip_grad_norm_ called right after zero_grad, before backward: it clips "
+        "nothing, and SGD at a high lr runs unclipped.", clip_at_step_start, "grad_clipping"),
 ]
 
 BY_NAME = {bug.name: bug for bug in CATALOG}

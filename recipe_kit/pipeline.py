@@ -4,6 +4,7 @@ what the loss function computes. No check lives here (preflight_checks.py), and 
 preflight.py, so the two never import each other.
 """
 import collections.abc
+import contextlib
 import copy
 import math
 
@@ -182,6 +183,38 @@ def first_tensor(v):
     return None
 
 
+def output_parts(out):
+    """The tensors a model returned: [out] for one tensor, the items of a tuple/list or the values of a
+    dict (several heads); None when they are not all tensors."""
+    parts = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) \
+        else list(out) if isinstance(out, (tuple, list)) else None
+    return parts if parts and all(isinstance(p, torch.Tensor) for p in parts) else None
+
+
+def rebuild(like, parts):
+    """parts in the container `like` came in (tuple, list, namedtuple, dict), so loss_fn can read them."""
+    if isinstance(like, torch.Tensor):
+        return parts[0]
+    if isinstance(like, dict):
+        return type(like)(zip(like.keys(), parts))
+    return type(like)(*parts) if hasattr(like, "_fields") else type(like)(parts)
+
+
+def joined(out):
+    """All outputs side by side as one (B, k) tensor: the checks that only compare outputs (does anything
+    vary, mix across the batch, change between runs) then treat several heads as one."""
+    if isinstance(out, torch.Tensor):
+        return out
+    return torch.cat([p.reshape(len(p), -1).float() for p in output_parts(out)], 1)
+
+
+def cat_outputs(outs):
+    """The outputs of several batches concatenated along the batch, container kept."""
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs)
+    return rebuild(outs[0], [torch.cat(ps) for ps in zip(*(output_parts(o) for o in outs))])
+
+
 def trace(model, x, on_call=None):
     """Run model(x), calling on_call(name, module, input, output) after each leaf module, in call order.
 
@@ -270,6 +303,36 @@ def call_step(pipe, model, batch, optimizer):
     return loss
 
 
+CLIPPERS = ("clip_grad_norm_", "clip_grad_value_")
+
+
+@contextlib.contextmanager
+def clipping_watched(model, seen):
+    """Record each torch.nn.utils clip_grad_* call on this model's parameters as (name, whether any of
+    them held a nonzero gradient then). Calls through a name imported before preflight are not seen."""
+    own = {id(p) for p in model.parameters()}
+    utils, module = torch.nn.utils, torch.nn.utils.clip_grad
+    saved = {name: (getattr(utils, name), getattr(module, name)) for name in CLIPPERS}
+
+    def spy(name, original):
+        def clip(parameters, *args, **kwargs):
+            params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+            if any(id(p) in own for p in params):
+                seen.append((name, any(p.grad is not None and bool(p.grad.any()) for p in params)))
+            return original(params, *args, **kwargs)
+        return clip
+
+    for name, (original, _) in saved.items():
+        setattr(utils, name, spy(name, original))
+        setattr(module, name, getattr(utils, name))
+    try:
+        yield seen
+    finally:
+        for name, (a, b) in saved.items():
+            setattr(utils, name, a)
+            setattr(module, name, b)
+
+
 def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until_steps=None):
     """Run the learner's train_step on each batch, recording what a loop never shows.
 
@@ -284,7 +347,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     """
     named = list(model.named_parameters())
     rec = {"losses": [], "grads": [], "backward_grads": [], "backwards": [], "step_calls": [], "training": [],
-           "params": [{n: p.detach().clone() for n, p in named}]}
+           "params": [{n: p.detach().clone() for n, p in named}], "clips": []}
     at_step, after_backward, fired = [], {}, {}
 
     def on_step(opt, args, kwargs):
@@ -310,7 +373,8 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
                         p.copy_(rec["params"][0][n])
             if reseed is not None:
                 seed_all(reseed)
-            rec["losses"].append(call_step(pipe, model, batch, optimizer))
+            with clipping_watched(model, rec["clips"]):
+                rec["losses"].append(call_step(pipe, model, batch, optimizer))
             rec["step_calls"].append(len(at_step))
             rec["grads"].append(at_step[0] if at_step else
                                 {n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
@@ -391,17 +455,22 @@ def constant_baseline(pipe, y, steps=300):
             freq = freq * weight.detach().double().cpu()
         q = (1 - kind["smoothing"]) * freq / freq.sum().clamp_min(1e-12) + kind["smoothing"] / C
         return q.clamp_min(1e-12).log().float().to(y.device)
-    c = torch.zeros(pipe["out_shape"], device=y.device, requires_grad=True)
-    opt = torch.optim.Adam([c], lr=0.1)
+    shapes = [pipe["out_shape"]] if pipe["out_shape"] is not None else \
+        [p.shape[1:] for p in output_parts(pipe["out_like"])]  # several heads: one constant per head
+    cs = [torch.zeros(s, device=y.device, requires_grad=True) for s in shapes]
+    opt = torch.optim.Adam(cs, lr=0.1)
     pipe["own_optimizers"].add(opt)
+    c = cs[0] if pipe["out_shape"] is not None else cs
     for _ in range(steps):
         opt.zero_grad()
         constant_loss(pipe, c, y).backward()
         opt.step()
-    return c.detach()
+    return c.detach() if pipe["out_shape"] is not None else [t.detach() for t in cs]
 
 
 def constant_loss(pipe, c, y):
+    if isinstance(c, list):                            # several outputs: each head's constant, in their container
+        return pipe["loss_fn"](rebuild(pipe["out_like"], [t.expand(len(y), *t.shape) for t in c]), y)
     out = c.expand(len(y), *c.shape)
     if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll":
         out = F.log_softmax(out, 1)                    # NLLLoss expects log-probabilities
@@ -455,17 +524,29 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
         raise BadInput(f"model raised {type(f.error).__name__} in {where} on a batch of inputs of shape "
                        f"{tuple(probe_x.shape)} ({probe_x.dtype}): {first_line(f.error)}.{dtype_hint} Make "
                        "the model accept train's inputs (check in_features/channels and reshapes).") from None
-    if not isinstance(out, torch.Tensor):
-        raise BadInput(f"model returned a {type(out).__name__}; preflight needs one tensor of outputs "
-                       "(return the logits, and extra outputs from another method).")
-    if out.ndim == 0 or out.shape[0] != len(probe_x):
+    parts = output_parts(out)
+    if parts is None:
+        raise BadInput(f"model returned a {type(out).__name__}; preflight needs a tensor of outputs, or a "
+                       "tuple/list/dict of tensors (one per head).")
+    several = None
+    if len(parts) > 1 or not isinstance(out, torch.Tensor):
+        bad = [tuple(p.shape) for p in parts if p.ndim == 0 or p.shape[0] != len(probe_x)]
+        if bad:
+            raise BadInput(f"model returned a {type(out).__name__} with outputs of shapes {bad} for a batch of "
+                           f"{len(probe_x)} samples: every output must have the batch as its first dimension.")
+        several = (f"a {type(out).__name__} of {len(parts)} outputs ("
+                   + ", ".join(str(tuple(p.shape[1:])) for p in parts) + " per sample)")
+    if several is None and (out.ndim == 0 or out.shape[0] != len(probe_x)):
         raise BadInput(f"model returned shape {tuple(out.shape)} for a batch of {len(probe_x)} samples: a "
                        "view/reshape in forward folds the batch dimension; use x.flatten(1) or "
                        "x.view(x.size(0), -1).")
-    classify = (not y.is_floating_point() and y.dtype != torch.bool and out.ndim >= 2 and out.shape[1] >= 2
-                and tuple(y.shape[1:]) == tuple(out.shape[2:]))
+    classify = (several is None and not y.is_floating_point() and y.dtype != torch.bool and out.ndim >= 2
+                and out.shape[1] >= 2 and tuple(y.shape[1:]) == tuple(out.shape[2:]))
     C = out.shape[1] if classify else None
     if num_classes is not None:
+        if several is not None:
+            raise BadInput(f"num_classes={num_classes} but the model returns {several}; leave num_classes=None "
+                           "(preflight cannot tell which output holds the class scores).")
         if not classify:
             raise BadInput(f"num_classes={num_classes} but the model outputs shape {tuple(out.shape)} for "
                            f"targets of shape {tuple(probe_y.shape)} ({probe_y.dtype}); for classification "
@@ -492,12 +573,14 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
         with torch.no_grad():
             loss = loss_fn(out, probe_y)
     except Exception as e:
-        raise BadInput(f"loss_fn raised {type(e).__name__} on (model outputs {tuple(out.shape)}, targets "
+        shape = several or tuple(out.shape)
+        raise BadInput(f"loss_fn raised {type(e).__name__} on (model outputs {shape}, targets "
                        f"{tuple(probe_y.shape)} {probe_y.dtype}): {first_line(e)}. loss_fn(outputs, targets) "
                        "must accept the model's outputs and train's targets.") from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise BadInput("loss_fn must return a scalar tensor (one number per batch, e.g. reduction='mean'), "
                        f"got {type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}.")
-    pipe.update(num_classes=C, out_shape=tuple(out.shape[1:]),
+    pipe.update(num_classes=C, out_shape=None if several else tuple(out.shape[1:]), several_outputs=several,
+                out_like=out,
                 loss_kind=loss_kind(loss_fn, C, device) if classify else None)
     return pipe

@@ -56,6 +56,10 @@ CHECKS = {
     "eval_determinism": ("fast", "eval-mode outputs that change from run to run (F.dropout left on)"),
     "augmentation": ("fast", "augmentation in train_step that changes what an image shows, so its label no "
                              "longer fits (flips on digits)"),
+    "train_eval_consistency": ("fast", "eval-mode outputs unlike the average train-mode output (drop path "
+                                       "or dropout without the 1/p scaling)"),
+    "grad_clipping": ("fast", "gradient clipping that runs before backward: nothing is clipped"),
+    "dropout_rate": ("fast", "dropout that zeroes most units in training (keep_prob passed as p)"),
     "lr_schedule": ("full", "a learning rate that collapses within 200 steps (a per-epoch schedule stepped per batch)"),
     "overfit_batch": ("full", "cannot overfit one small batch, divergence, NaN"),
     "beats_baseline": ("full", "a short run that does not beat an input-independent model on held-out "

@@ -6,15 +6,16 @@ Same contract as preflight_checks.py: check(pipe, report) adds Problems and retu
 saying why it does not apply. Thresholds are named below with the values measured on the correct
 pipelines (correct_pipelines.py, tests/test_preflight.py) and on the bugs that break the property.
 """
+import gc
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pipeline import (STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, fresh_model, make_optimizer_for,
-                       trace)
-from .preflight_checks import SUM_TOL, is_bce_with_logits, note
+from .pipeline import (STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, fresh_model, joined,
+                       make_optimizer_for, trace)
+from .preflight_checks import SUM_TOL, is_bce_with_logits, note, several_outputs, steps
 from .rng import seed_all
 
 # Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
@@ -72,8 +73,8 @@ def check_registered_params(pipe, report):
     missed by the optimizer, .to(device) and state_dict (layers kept in a python list or dict)."""
     model = fresh_model(pipe).train()
     x, y = pipe["x"][:8], pipe["y"][:8]
-    out = model(x)
-    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+    out = joined(model(x))
+    if out.grad_fn is None:
         return "the output does not depend on any tensor that requires grad"
     own = {id(p) for p in model.parameters()}
     leaves, seen, todo = [], set(), [out.grad_fn]
@@ -128,7 +129,7 @@ def check_model_linearity(pipe, report):
     half = len(x) // 2
     a, b = x[:half], x[half:2 * half]
     with torch.no_grad():
-        fa, fb, fm = model(a), model(b), model((a + b) / 2)
+        fa, fb, fm = joined(model(a)), joined(model(b)), joined(model((a + b) / 2))
     spread = (fa - fb).abs().max().item()
     if spread == 0:
         return "the outputs do not vary with the input (see input_dependence)"
@@ -174,13 +175,41 @@ def learning_rates(pipe, calls):
     finally:
         hook.remove()
     base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    pipe["cache"]["stale_schedulers"] = stale_schedulers(model, opt)
     return lrs, base, scheduled()
+
+
+SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def stale_schedulers(model, opt):
+    """LR schedulers that were stepped and schedule another optimizer over this model's parameters than
+    the one train_step steps: an optimizer rebuilt after its scheduler was made, so the schedule is lost."""
+    own = {id(p) for p in model.parameters()}
+    found = []
+    for obj in gc.get_objects():
+        if issubclass(type(obj), SCHEDULERS):          # type(), not isinstance: some lazy objects warn when probed
+            other = getattr(obj, "optimizer", None)
+            params = [p for g in getattr(other, "param_groups", ()) for p in g["params"]]
+            if (other is not None and other is not opt and params and all(id(p) in own for p in params)
+                    and getattr(obj, "last_epoch", 0) > 0):
+                found.append(obj)
+    return found
 
 
 def check_lr_schedule(pipe, report):
     """The lr a train_step uses must not collapse within a few hundred steps of a run of thousands:
     a schedule meant per epoch (StepLR, CosineAnnealing with T_max=epochs) stepped per batch does."""
     lrs, base, scheduled = learning_rates(pipe, LR_CALLS)
+    stale = pipe["cache"].pop("stale_schedulers", [])
+    if stale:
+        report.add("lr_schedule", "error", f"a {type(stale[0]).__name__} was stepped {stale[0].last_epoch} times "
+                   "during train_step but schedules another optimizer than the one train_step steps (both over "
+                   "this model's parameters): the optimizer was rebuilt after the scheduler was created, so the "
+                   f"schedule never reaches it and the lr stays at {base:.3g}.",
+                   "Create the scheduler from the optimizer you train with (after any rebuild); stage 5.",
+                   "make_optimizer")
+        return None
     if lrs and not scheduled and len(set(lrs)) <= 1:
         return None                                   # the lr the learner set, unscheduled: it cannot collapse
     if len(lrs) < 10:
@@ -266,6 +295,8 @@ def class_weights_seen(pipe):
 def check_loss_classes(pipe, report):
     """Every class present in the labels must count in the loss, with weights that do not favour the
     frequent classes; class ids must not be fitted as numbers; targets must fit the loss (shape, range)."""
+    if pipe["several_outputs"]:
+        return several_outputs(pipe)
     if pipe["loss_kind"] is None:
         return None if loss_targets(pipe, report) else regression_on_ids(pipe, report)
     C = pipe["num_classes"]
@@ -407,7 +438,7 @@ def check_eval_determinism(pipe, report):
         calls = []
         seed_all(seed)
         with torch.no_grad():
-            out = trace(model, x, lambda n, m, i, o: calls.append((n, i, o)))
+            out = joined(trace(model, x, lambda n, m, i, o: calls.append((n, i, o))))
         runs.append((out, calls))
     (a, calls_a), (b, calls_b) = runs
     diff = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-12)
@@ -546,3 +577,133 @@ def shifted_back(seen, x):
 
 def knn_labels(query, ref, y_ref, k=5):
     return torch.mode(y_ref[(query @ ref.T).topk(k, dim=1).indices], dim=1).values
+
+# ----------------------------------------------------------------------------- train / eval consistency
+
+# train_eval_consistency: where randomness first enters (the first module whose input differs between two
+# train-mode forwards), the mean over TRAIN_DRAWS train-mode inputs must equal the eval-mode input: dropout
+# and stochastic depth scale by 1/p for this. Only that first point is compared: later nonlinearities add a
+# Jensen gap that correct dropout has too (output-level gap of a correct CNN with dropout 0.3-0.5: 0.92).
+# Statistic: squared distance of the mean from the eval input / its sampling variance (about 1 when unbiased).
+# Clean 0.78-1.32 (stochastic_depth, drop_path fixed, MLPs with dropout 0.1-0.6, a CNN with Dropout2d 0.3 and
+# Dropout 0.5, dropout 0.9 scaled correctly); drop_path_unscaled 66.
+TRAIN_DRAWS, TRAIN_EVAL_BIAS = 64, 10.0
+# dropout_rate: share of the nonzero inputs of a dropout layer that it zeroes in train mode. Common p: 0.1-0.5
+# (clean <= 0.5); TensorFlow's keep_prob=0.9 passed as PyTorch's p: 0.9.
+DROP_WARNING, DROP_ERROR = 0.7, 0.85
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def train_mode_with_norms_in_eval(model):
+    """Train mode for everything random (dropout, drop path), eval mode for the norms' running statistics."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.eval()
+    return model
+
+
+def inputs_seen(model, x):
+    """[(module name, its input)] of every leaf module in call order, and the output, for one forward."""
+    calls = []
+    with torch.no_grad():
+        out = trace(model, x, lambda n, m, i, o: calls.append((n, None if i is None else i.detach().double())))
+    return calls + [("the output", joined(out).detach().double())]
+
+
+def check_train_eval_consistency(pipe, report):
+    """What eval mode computes must be the average of what train mode computes: stochastic depth or dropout
+    written by hand without the 1/p scaling make eval run another network than the one trained."""
+    model = train_mode_with_norms_in_eval(fresh_model(pipe))
+    x = pipe["x"][:32]
+    draws = []
+    for k in range(TRAIN_DRAWS):
+        seed_all(pipe["seed"] + 1 + k)
+        draws.append(inputs_seen(model, x))
+        if k == 1:
+            first = next((i for i, ((_, a), (_, b)) in enumerate(zip(*draws)) if a is not None and b is not None
+                          and a.shape == b.shape and not torch.equal(a, b)), None)
+            if first is None:
+                return "the model is not random in train mode (no dropout or stochastic depth)"
+    evaluated = inputs_seen(model.eval(), x)
+    seed_all(pipe["seed"] + TRAIN_DRAWS + 1)
+    again = inputs_seen(model, x)
+    if len(again) != len(evaluated) or any((a[1] is None) != (b[1] is None) or (a[1] is not None and not
+                                           torch.equal(a[1], b[1])) for a, b in zip(again, evaluated)):
+        return "eval mode is random too (see eval_determinism)"
+    name, e = evaluated[first]
+    if name != draws[0][first][0] or e is None or e.shape != draws[0][first][1].shape:
+        return "eval mode calls other modules than train mode"
+    stack = torch.stack([d[first][1] for d in draws])
+    noise = stack.var(0).sum().item() / TRAIN_DRAWS          # sampling variance of the mean, summed
+    bias = (stack.mean(0) - e).pow(2).sum().item() / max(noise, 1e-30)
+    note(report, "train_eval_consistency", bias=bias)
+    if bias <= TRAIN_EVAL_BIAS:
+        return None
+    share = ((stack.mean(0) - e).norm() / e.norm().clamp_min(1e-30)).item()
+    where = f"forward code before '{name}'" if name != "the output" else "forward"
+    report.add("train_eval_consistency", "error", f"the input of '{name}' averaged over {TRAIN_DRAWS} train-mode "
+               f"forwards differs from its eval-mode value by {share:.0%} of its size ({bias:.3g}x what random "
+               "sampling explains; BatchNorm held in eval for both): eval runs another network than the one "
+               "trained. Dropout or stochastic depth written by hand must scale what it keeps by 1/p "
+               "(the keep or survival probability) in training.",
+               "Divide the kept activations by the keep probability in train mode (or use nn.Dropout / "
+               "torchvision.ops.StochasticDepth); stage 2.", where, bias=bias)
+
+
+def check_dropout_rate(pipe, report):
+    """A dropout layer zeroes p of its units in training: PyTorch's p is the DROP probability, TensorFlow's
+    keep_prob the KEEP one, so a ported 0.9 leaves the next layer 10% of its inputs."""
+    model = fresh_model(pipe).train()
+    shares = []
+
+    def measure(name):
+        def hook(module, args, out):
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if inp is not None and isinstance(out, torch.Tensor) and out.shape == inp.shape and (inp != 0).any():
+                live = inp != 0
+                shares.append((name, ((out == 0) & live).sum().item() / live.sum().item(), module))
+        return hook
+
+    handles = [m.register_forward_hook(measure(n)) for n, m in model.named_modules() if isinstance(m, DROPOUTS)]
+    if not handles:
+        return "no dropout layer (nn.Dropout*)"
+    try:
+        with torch.no_grad():
+            seed_all(pipe["seed"])
+            model(pipe["x"][:64])
+    finally:
+        for h in handles:
+            h.remove()
+    if not shares:
+        return "no dropout layer ran in the forward"
+    name, share, module = max(shares, key=lambda s: s[1])
+    note(report, "dropout_rate", largest_share=share)
+    if share < DROP_WARNING:
+        return None
+    p = getattr(module, "p", None)
+    report.add("dropout_rate", "error" if share >= DROP_ERROR else "warning",
+               f"in train mode dropout '{name}' zeroes {share:.0%} of its inputs (p={p}): PyTorch's p is the "
+               f"probability to DROP a unit, so the next layer trains on {1 - share:.0%} of them. TensorFlow's "
+               "keep_prob is the probability to keep one: keep_prob=0.9 is p=0.1.",
+               f"Use nn.Dropout(p=1 - keep_prob), typically p = 0.1 .. 0.5; stage 4 (regularize).", name,
+               share=share)
+
+
+def check_grad_clipping(pipe, report):
+    """Clipping acts on the gradient backward has just computed: called before backward (or right after
+    zero_grad) it finds no gradient, clips nothing, and the step runs unclipped."""
+    rec = steps(pipe)
+    if isinstance(rec, str):
+        return rec
+    if not rec["clips"]:
+        return "train_step calls no torch.nn.utils.clip_grad_norm_ / clip_grad_value_ (as seen at run time)"
+    empty = [name for name, had_grad in rec["clips"] if not had_grad]
+    note(report, "grad_clipping", empty_share=len(empty) / len(rec["clips"]))
+    if len(empty) < len(rec["clips"]):
+        return None
+    report.add("grad_clipping", "error", f"{empty[0]} ran {len(empty)} times in {len(rec['losses'])} calls of "
+               "train_step and found no gradient on the model's parameters each time: it runs before "
+               "loss.backward() (or after zero_grad), so nothing is clipped and every step is unclipped.",
+               "Clip between loss.backward() and optimizer.step() (after scaler.unscale_ with AMP); stage 2.",
+               "train_step")
