@@ -8,10 +8,11 @@ The course keeps a change only when its gain is at least twice this standard err
 """
 import torch
 
+from .train import predict
+
 
 def right_on(model, loader, labels):
     """(N,) bool: which images of a non-shuffling loader the model classifies correctly."""
-    from .train import predict
     return predict(model, loader).argmax(1) == torch.as_tensor(labels)
 
 
