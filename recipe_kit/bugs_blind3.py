@@ -379,16 +379,16 @@ def alphabetical_class_order_in_test(images, labels):
     """Train labels in the dataset's canonical order; the test export re-read with ImageFolder, which
     numbers the class folders alphabetically."""
     x, y, xt, yt = _split(images, labels)
-    alphabetical = sorted(FASHION_NAMES, key=str.lower)
+    alphabetical = sorted(FASHION_NAMES)                 # as find_classes sorts the folder names
     remap = torch.tensor([alphabetical.index(name) for name in FASHION_NAMES])
-    return (x, y), (xt, remap[yt]), 10                            # BUG: another id for 9 of the 10 classes
+    return (x, y), (xt, remap[yt]), 10                            # BUG: another id for 6 of the 10 classes
 
 
 def class_dependent_position(images, labels):
     """Bags and trousers (classes 1, 8) photographed off-centre in train (another station: shifted 3 pixels
     down and right); in test the shift is at random."""
     x, y, xt, yt = _split(images, labels)
-    shift = lambda t: torch.roll(t, (3, 3), dims=(2, 3))          # the background is black: a clean shift
+    shift = lambda t: F.pad(t, (3, 0, 3, 0))[:, :, :28, :28]      # 3 down, 3 right, black fill
     sel = (y == 1) | (y == 8)
     x = x.clone()
     x[sel] = shift(x[sel])                                        # BUG: position predicts the class in train
@@ -498,7 +498,7 @@ BLIND3 = [
                conflicting_duplicate_annotations, frozenset({"duplicates", "label_issues"}), "data"),
     HeldOutBug("alphabetical_class_order_in_test", "torchvision ImageFolder / DatasetFolder.find_classes docs "
                "(classes sorted by folder name)", "test ids from alphabetically sorted class folders, train ids "
-               "in the canonical order: 9 of 10 classes renumbered.", alphabetical_class_order_in_test,
+               "in the canonical order: 6 of 10 classes renumbered.", alphabetical_class_order_in_test,
                frozenset({"label_map"}), "data"),
     HeldOutBug("class_dependent_position", "DeGrave et al. 2021 (patient positioning predicts the label); Zech et "
                "al. 2018", "trousers and bags shifted 3 pixels in train; a fifth of all test images shifted at "
