@@ -141,3 +141,10 @@ def test_the_default_step_takes_tuple_and_dict_outputs(fmnist):
     batches = [(data[0][:32], data[1][:32]), (data[0][32:64], data[1][32:64])]
     history = rk.train.fit(model, batches, loss_fn, torch.optim.SGD(model.parameters(), 0.1), progress=False)
     assert len(history["loss"]) == 2 and history["stopped"]
+
+
+def test_adam_eps_that_dominates_the_gradient_is_named(fmnist):
+    report = run("adam_eps_one", fmnist, skip=FAST_ONLY)
+    (problem,) = [p for p in report.warnings if p.check == "step_updates"]
+    assert "eps" in problem.message and problem.details["eps_ratio"] > 1, problem.message
+    assert not flagged(run("adam_eps_one", fmnist, fixed=True, skip=FAST_ONLY), "step_updates")
