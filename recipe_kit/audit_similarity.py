@@ -235,8 +235,17 @@ CLEAN_NEAR_DUP_RATE = 0.00077   # 46 of 60k train images (52 pairs, none with di
 CLEAN_NEAR_LEAK_RATE = 0.0013    # 13 of 10k test images have a near-copy in train (0 exact)
 
 
+# Copies at most this multiple of the clean rate are reported as a note, not a problem: full clean
+# Fashion-MNIST sits at 1.0x (46 of 60k, 13 of 10k); 1.25 leaves room for sampling (sqrt(46) is 15% of
+# 46). Planted duplication is 5-500x the clean rate (split_twice_without_seed: 73% of test).
+CLEAN_SLACK = 1.25
+
+
 def copy_severity(count, total, clean_rate, floor):
-    """'error' when copies are far above what clean data shows (and not a handful), else 'warning'."""
+    """'error' when copies are far above what clean data shows (and not a handful), None (a note) when
+    they are no more than clean data shows, else 'warning'."""
+    if count <= CLEAN_SLACK * clean_rate * total:
+        return None
     return "error" if count >= max(floor, 5 * clean_rate * total + 3) else "warning"
 
 
@@ -288,9 +297,16 @@ def check_near_duplicates(d, report):
     severity = copy_severity(copies, n, CLEAN_NEAR_DUP_RATE, floor=max(5, 0.01 * n))
     if len(conflicts) >= max(5, 0.01 * n):
         severity = "error"
-    report.add("near_duplicates", severity, f"train: {copies} samples ({pct(copies, n)}) are near-copies of "
-               f"another (pixel correlation >= {NEAR_COPY} up to a 1-pixel shift); {len(conflicts)} of "
-               f"{len(pairs)} pairs have different labels (clean Fashion-MNIST: {pct(CLEAN_NEAR_DUP_RATE * n, n)}).",
+    elif conflicts and severity is None:
+        severity = "warning"                                         # clean data has no conflicting pair
+    said = (f"train: {copies} samples ({pct(copies, n)}) are near-copies of another (pixel correlation >= "
+            f"{NEAR_COPY} up to a 1-pixel shift); {len(conflicts)} of {len(pairs)} pairs have different labels")
+    if severity is None:
+        report.notes.append(("near_duplicates", f"{said}, as in clean data (clean Fashion-MNIST: "
+                             f"{pct(CLEAN_NEAR_DUP_RATE * n, n)}, none with different labels): the same item "
+                             "photographed twice; pairs in report.details['near_duplicates']."))
+        return None
+    report.add("near_duplicates", severity, f"{said} (clean Fashion-MNIST: {pct(CLEAN_NEAR_DUP_RATE * n, n)}).",
                "Augmented copies saved into the dataset, the same item photographed twice, or oversampling; "
                f"copies with different labels are label noise. {STAGE1}: look at the pairs, deduplicate.",
                where=f"train pairs {[(a, b) for a, b, _, _ in pairs[:5]]}")
@@ -325,8 +341,13 @@ def check_near_leakage(d, report):
     pairs = sorted(best.values(), key=lambda p: -p[2])
     n = len(x_te)
     report.details["near_leakage"] = dict(pairs_table(pairs, d["test"]["y"], d["train"]["y"]), threshold=NEAR_COPY)
-    if pairs:
-        severity = copy_severity(len(pairs), n, CLEAN_NEAR_LEAK_RATE, floor=max(3, 0.01 * n))
+    severity = copy_severity(len(pairs), n, CLEAN_NEAR_LEAK_RATE, floor=max(3, 0.01 * n))
+    if pairs and severity is None:
+        report.notes.append(("near_leakage", f"{len(pairs)} of {n} test samples ({pct(len(pairs), n)}) are "
+                             f"near-copies of train samples, as in clean data (clean Fashion-MNIST: "
+                             f"{pct(CLEAN_NEAR_LEAK_RATE * n, n)}): the same item in both splits; pairs in "
+                             "report.details['near_leakage']."))
+    elif pairs:
         report.add("near_leakage", severity, f"{len(pairs)} of {n} test samples ({pct(len(pairs), n)}) are "
                    f"near-copies of train samples (pixel correlation >= {NEAR_COPY} up to a 1-pixel shift; "
                    f"clean Fashion-MNIST: {pct(CLEAN_NEAR_LEAK_RATE * n, n)}).",

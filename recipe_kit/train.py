@@ -37,14 +37,26 @@ def model_device(model):
 def default_train_step(model, batch, loss_fn, optimizer):
     """One optimization step on batch = (x, y). Returns (loss as a float, detached logits); a step
     of your own, with this same signature (preflight takes it too), may return just the loss
-    (then fit records no training accuracy)."""
+    (then fit records no training accuracy). A model with several outputs (a tuple, list or dict of
+    tensors) hands all of them to loss_fn, and they come back detached in the same structure."""
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x)              # (B, num_classes)
+    logits = model(x)              # (B, num_classes), or several outputs
     loss = loss_fn(logits, y)
     loss.backward()
     optimizer.step()
-    return loss.item(), logits.detach()
+    return loss.item(), detached(logits)
+
+
+def detached(out):
+    """out with every tensor detached, in the same tuple/list/dict structure."""
+    if isinstance(out, torch.Tensor):
+        return out.detach()
+    if isinstance(out, dict):
+        return type(out)((k, detached(v)) for k, v in out.items())
+    if isinstance(out, (tuple, list)):
+        return type(out)(*map(detached, out)) if hasattr(out, "_fields") else type(out)(map(detached, out))
+    return out
 
 
 def new_history():
@@ -313,7 +325,7 @@ def _accumulate(meter, loss, logits, y, waited):
     meter["n"] += len(y)
     meter["loss_sum"] += loss * len(y)
     meter["wait"] += waited
-    if logits is not None and logits.ndim == 2 and y.ndim == 1:  # class-index labels: accuracy makes sense
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and isinstance(y, torch.Tensor) and y.ndim == 1:  # class-index labels: accuracy makes sense
         meter["correct"] += (logits.argmax(1) == y).sum().item()
         meter["n_acc"] += len(y)
 

@@ -320,3 +320,22 @@ def test_full_fashion_mnist_has_no_errors():
     assert report.ok, str(report)
     assert not report.skipped
     assert report.details["near_leakage"]["i"], "the real near-copies across splits should be listed"
+
+
+def test_copies_at_the_clean_rate_are_a_note_and_above_it_a_problem():
+    from recipe_kit.audit_similarity import CLEAN_NEAR_DUP_RATE, CLEAN_NEAR_LEAK_RATE, copy_severity
+    # full clean Fashion-MNIST: 46 of 60k train samples, 13 of 10k test samples (the measured clean rates)
+    assert copy_severity(46, 60000, CLEAN_NEAR_DUP_RATE, floor=600) is None
+    assert copy_severity(13, 10000, CLEAN_NEAR_LEAK_RATE, floor=100) is None
+    assert copy_severity(30, 10000, CLEAN_NEAR_LEAK_RATE, floor=100) == "warning"     # 2.3x clean
+    assert copy_severity(330, 450, CLEAN_NEAR_LEAK_RATE, floor=5) == "error"          # split_twice_without_seed
+
+
+def test_one_near_copy_across_small_splits_is_still_reported(fmnist):
+    train, (xt, yt), classes = fmnist
+    x, y = train
+    xt, yt = xt.clone(), yt.clone()
+    xt[:5], yt[:5] = shift(x[:5], 0, -1), y[:5]                  # 5 of a small test split: far above clean
+    report = audit_data(train, (xt, yt), classes, skip=("near_duplicates", "label_issues"))
+    assert {p.check for p in report.problems} >= {"near_leakage"}, str(report)
+    assert not [n for n, _ in report.notes if n == "near_leakage"]

@@ -60,3 +60,43 @@ def test_the_same_border_in_both_splits_is_no_shortcut(fmnist):
     xt[:, 0, -1, :] = (yt * 20 + 40).to(torch.uint8)[:, None]      # a real feature of both splits
     report = audit_data((x, y), (xt, yt), 10, skip=SKIP)
     assert "shortcuts" not in checks_with_errors(report), str(report)
+
+
+def box_blur(x):
+    """3x3 box blur of uint8 images (another blur than bugs_blind2's half-resolution one)."""
+    return torch.nn.functional.avg_pool2d(x.float(), 3, 1, 1, count_include_pad=False).round().to(torch.uint8)
+
+
+def test_a_statistic_that_tells_the_class_in_train_only_is_a_shortcut(fmnist):
+    (x, y), test = fmnist
+    x = x.clone()
+    some = (y == 1) | (y == 8)                       # trousers and bags from a blurry source, in train only
+    x[some] = box_blur(x[some])
+    report = audit_data((x, y), test, 10, skip=SKIP)
+    (problem,) = [p for p in report.errors if p.check == "shortcuts"]
+    assert "separates the classes far more in train than in test" in problem.message, problem.message
+    details = report.details["shortcuts"]
+    assert details["separation_train"] - details["separation_test"] > 0.3
+
+
+def test_low_contrast_classes_in_train_only_are_a_shortcut(fmnist):
+    (x, y), test = fmnist
+    x = x.clone()
+    some = (y == 2) | (y == 3)                       # pullovers and dresses washed out in train only
+    x[some] = (x[some].float() * 0.5 + 60).round().to(torch.uint8)
+    report = audit_data((x, y), test, 10, skip=SKIP)
+    assert "shortcuts" in checks_with_errors(report), str(report)
+
+
+def test_a_statistic_tied_to_the_class_in_both_splits_or_shifted_as_a_whole_is_no_shortcut(fmnist):
+    (x, y), (xt, yt) = fmnist
+    x, xt = x.clone(), xt.clone()
+    x[(y == 1) | (y == 8)] = box_blur(x[(y == 1) | (y == 8)])
+    xt[(yt == 1) | (yt == 8)] = box_blur(xt[(yt == 1) | (yt == 8)])     # the same in test: a real feature
+    report = audit_data((x, y), (xt, yt), 10, skip=SKIP)
+    assert "shortcuts" not in checks_with_errors(report), str(report)
+    darker = (fmnist[1][0].float() * 0.6).round().to(torch.uint8)        # all test images darker: a shift
+    report = audit_data(fmnist[0], (darker, yt), 10, skip=SKIP)
+    assert "shortcuts" not in checks_with_errors(report), str(report)
+    details = report.details["shortcuts"]
+    assert abs(details["separation_train"] - details["separation_test"]) < 0.1

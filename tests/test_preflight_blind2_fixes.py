@@ -126,3 +126,25 @@ def test_clipping_before_backward_is_caught(fmnist):
     assert not flagged(fixed, "grad_clipping") and "grad_clipping" not in dict(fixed.skipped)
     assert "grad_clipping" in dict(run("stochastic_depth", fmnist).skipped)   # no clipping: does not apply
     assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"      # the spy is removed afterwards
+
+
+def test_the_default_step_takes_tuple_and_dict_outputs(fmnist):
+    model, data, loss_fn, make, _ = BY_NAME["multi_head_tuple"].build(*fmnist)
+    report = preflight(model, data, loss_fn, make, None, budget="fast")      # train_step=None: default step
+    assert not report.errors and not report.crashed, str(report)
+    from recipe_kit.train import default_train_step
+    model = rk.bugs_blind2.TupleHeads()
+    as_dict = lambda x: dict(zip(("classes", "attributes"), model(x)))
+    loss, out = default_train_step(as_dict, (data[0][:8], data[1][:8]), lambda o, y: loss_fn(
+        (o["classes"], o["attributes"]), y), torch.optim.SGD(model.parameters(), 0.1))
+    assert set(out) == {"classes", "attributes"} and not out["classes"].requires_grad
+    batches = [(data[0][:32], data[1][:32]), (data[0][32:64], data[1][32:64])]
+    history = rk.train.fit(model, batches, loss_fn, torch.optim.SGD(model.parameters(), 0.1), progress=False)
+    assert len(history["loss"]) == 2 and history["stopped"]
+
+
+def test_adam_eps_that_dominates_the_gradient_is_named(fmnist):
+    report = run("adam_eps_one", fmnist, skip=FAST_ONLY)
+    (problem,) = [p for p in report.warnings if p.check == "step_updates"]
+    assert "eps" in problem.message and problem.details["eps_ratio"] > 1, problem.message
+    assert not flagged(run("adam_eps_one", fmnist, fixed=True, skip=FAST_ONLY), "step_updates")
