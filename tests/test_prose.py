@@ -29,7 +29,11 @@ CITED = {  # notebook -> {number as written in the prose: its source}
         "30%": "an illustration of a soft target, not a measurement",
         "93.9%": "Fashion-MNIST benchmark table: Google AutoML, 24 compute hours",
         "94.0%": "the course's target; docs/notebook6_paths.md records what each path reaches",
-        "94.23%": "docs/notebook6_paths.md: the final test accuracy where bfloat16 is fast (24 epochs)"},
+        "94.23%": "docs/notebook6_paths.md: the final test accuracy where bfloat16 is fast (24 epochs)",
+        "0.64": "docs/notebook6_paths.md: distilled student vs hard labels where bfloat16 is fast (1 epoch)",
+        "0.19": "docs/notebook6_paths.md: its paired standard error",
+        "0.15": "docs/notebook6_paths.md: distilled student vs hard labels, 2 epochs, AVX2 path (earlier version)",
+        "0.17": "docs/notebook6_paths.md: its paired standard error"},
 }
 NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s?%)?")
 
