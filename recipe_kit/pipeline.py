@@ -200,19 +200,36 @@ def rebuild(like, parts):
     return type(like)(*parts) if hasattr(like, "_fields") else type(like)(parts)
 
 
+def batch_size_of(parts):
+    """The batch size of a model's outputs: the largest first dimension among them (a learned loss weight
+    returned beside the outputs, e.g. one log-variance per task, has no batch dimension)."""
+    return max((p.shape[0] for p in parts if p.ndim), default=0)
+
+
+def per_sample(parts, n=None):
+    """Which of the outputs are per sample (batch first); the others (learned loss weights, a temperature)
+    are the same for every sample, so the checks of per-sample properties leave them out."""
+    n = batch_size_of(parts) if n is None else n
+    return [p.ndim > 0 and p.shape[0] == n for p in parts]
+
+
 def joined(out):
-    """All outputs side by side as one (B, k) tensor: the checks that only compare outputs (does anything
-    vary, mix across the batch, change between runs) then treat several heads as one."""
+    """All per-sample outputs side by side as one (B, k) tensor: the checks that only compare outputs (does
+    anything vary, mix across the batch, change between runs) then treat several heads as one."""
     if isinstance(out, torch.Tensor):
         return out
-    return torch.cat([p.reshape(len(p), -1).float() for p in output_parts(out)], 1)
+    parts = output_parts(out)
+    return torch.cat([p.reshape(len(p), -1).float() for p, s in zip(parts, per_sample(parts)) if s], 1)
 
 
 def cat_outputs(outs):
-    """The outputs of several batches concatenated along the batch, container kept."""
+    """The outputs of several batches concatenated along the batch, container kept (an output that is not
+    per sample is taken from the first batch)."""
     if isinstance(outs[0], torch.Tensor):
         return torch.cat(outs)
-    return rebuild(outs[0], [torch.cat(ps) for ps in zip(*(output_parts(o) for o in outs))])
+    lists = [output_parts(o) for o in outs]
+    flags = per_sample(lists[0])                       # the first batch is the full one
+    return rebuild(outs[0], [torch.cat(ps) if f else ps[0] for ps, f in zip(zip(*lists), flags)])
 
 
 def trace(model, x, on_call=None):
@@ -455,8 +472,9 @@ def constant_baseline(pipe, y, steps=300):
             freq = freq * weight.detach().double().cpu()
         q = (1 - kind["smoothing"]) * freq / freq.sum().clamp_min(1e-12) + kind["smoothing"] / C
         return q.clamp_min(1e-12).log().float().to(y.device)
+    like = [] if pipe["out_shape"] is not None else output_parts(pipe["out_like"])
     shapes = [pipe["out_shape"]] if pipe["out_shape"] is not None else \
-        [p.shape[1:] for p in output_parts(pipe["out_like"])]  # several heads: one constant per head
+        [p.shape[1:] if s else p.shape for p, s in zip(like, per_sample(like))]  # several heads: one constant per head
     cs = [torch.zeros(s, device=y.device, requires_grad=True) for s in shapes]
     opt = torch.optim.Adam(cs, lr=0.1)
     pipe["own_optimizers"].add(opt)
@@ -470,7 +488,9 @@ def constant_baseline(pipe, y, steps=300):
 
 def constant_loss(pipe, c, y):
     if isinstance(c, list):                            # several outputs: each head's constant, in their container
-        return pipe["loss_fn"](rebuild(pipe["out_like"], [t.expand(len(y), *t.shape) for t in c]), y)
+        flags = per_sample(output_parts(pipe["out_like"]))   # an output shared by all samples stays as it is
+        return pipe["loss_fn"](rebuild(pipe["out_like"], [t.expand(len(y), *t.shape) if f else t
+                                                          for t, f in zip(c, flags)]), y)
     out = c.expand(len(y), *c.shape)
     if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll":
         out = F.log_softmax(out, 1)                    # NLLLoss expects log-probabilities
@@ -488,6 +508,23 @@ def loss_floor(pipe):
 
 
 # ----------------------------------------------------------------------------- setup
+
+def ignored_by_own_loss(loss_fn, out, y, labels, C):
+    """Labels outside 0..C-1 that are one negative marker (-1 for "not annotated") which a loss function
+    without an ignore_index handles itself: every other label is a class, and the loss is finite on a batch
+    that holds the marker (F.cross_entropy would raise on it, so a loss that runs masks or clamps it)."""
+    if hasattr(loss_fn, "ignore_index") or labels.max() >= C or labels.min() >= 0:
+        return False
+    marker = labels.min()
+    if (labels[labels < 0] != marker).any() or not (y == marker).any():
+        return False
+    try:
+        with torch.no_grad():
+            loss = loss_fn(out, y)
+    except Exception:
+        return False
+    return isinstance(loss, torch.Tensor) and loss.numel() == 1 and bool(torch.isfinite(loss))
+
 
 def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, device):
     """Gather the pool, run one forward, and validate shapes, labels and the loss on it."""
@@ -530,12 +567,14 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
                        "tuple/list/dict of tensors (one per head).")
     several = None
     if len(parts) > 1 or not isinstance(out, torch.Tensor):
-        bad = [tuple(p.shape) for p in parts if p.ndim == 0 or p.shape[0] != len(probe_x)]
-        if bad:
+        flags = per_sample(parts, len(probe_x))
+        if not any(flags):
+            bad = [tuple(p.shape) for p in parts]
             raise BadInput(f"model returned a {type(out).__name__} with outputs of shapes {bad} for a batch of "
                            f"{len(probe_x)} samples: every output must have the batch as its first dimension.")
         several = (f"a {type(out).__name__} of {len(parts)} outputs ("
-                   + ", ".join(str(tuple(p.shape[1:])) for p in parts) + " per sample)")
+                   + ", ".join(str(tuple(p.shape[1:])) for p, f in zip(parts, flags) if f) + " per sample"
+                   + "".join(f", {tuple(p.shape)} shared" for p, f in zip(parts, flags) if not f) + ")")
     if several is None and (out.ndim == 0 or out.shape[0] != len(probe_x)):
         raise BadInput(f"model returned shape {tuple(out.shape)} for a batch of {len(probe_x)} samples: a "
                        "view/reshape in forward folds the batch dimension; use x.flatten(1) or "
@@ -567,8 +606,10 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
         labels = y[y != ignore]
         if len(labels) and (labels.min() < 0 or labels.max() >= C):
             src = f"num_classes={num_classes}" if num_classes == C else f"the model outputs {C} scores"
-            raise BadInput(f"train: labels range from {labels.min().item()} to {labels.max().item()} but {src}; "
-                           f"labels must be 0..{C - 1} (remap them, or fix num_classes / the last layer).")
+            refusal = BadInput(f"train: labels range from {labels.min().item()} to {labels.max().item()} but "
+                               f"{src}; labels must be 0..{C - 1} (remap them, or fix num_classes / the last layer).")
+            if not ignored_by_own_loss(loss_fn, out, probe_y, labels, C):
+                raise refusal
     try:
         with torch.no_grad():
             loss = loss_fn(out, probe_y)

@@ -611,9 +611,68 @@ def inputs_seen(model, x):
     return calls + [("the output", joined(out).detach().double())]
 
 
+# BatchNorm's running statistics must average many batches: after an update, running_mean = (1 - m) * old +
+# m * batch mean, so its squared distance to the last batch's mean, in units of one batch mean's sampling
+# variance, is about (1 - m)^2 (1 + m / (2 - m)): 0.85 for PyTorch's default m=0.1, 0.33 at m=0.5, 0.018 at
+# m=0.9, 1e-4 at Keras' 0.99 read as PyTorch's. Below RUNNING_STATS_LAST_BATCH eval normalizes with one batch.
+RUNNING_STATS_LAST_BATCH, RUNNING_STATS_BATCHES = 0.1, 8
+
+
+def running_stats_last_batch(pipe):
+    """(share, layer): per BatchNorm layer, the squared distance of running_mean to the last batch's mean
+    over the spread of batch means around their average, after forwards in train mode (no steps); the
+    smallest, or None when there is no BatchNorm with running statistics or too few batches."""
+    model = fresh_model(pipe).train()
+    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats and m.momentum is not None]
+    x, bs = pipe["x"], max(pipe["batch_size"], 2)
+    k = min(RUNNING_STATS_BATCHES, len(x) // bs)
+    if not norms or k < 3:
+        return None
+    means = {n: [] for n, _ in norms}
+    handles = [m.register_forward_pre_hook(lambda mod, a, n=n: means[n].append(
+        a[0].detach().double().transpose(0, 1).reshape(a[0].shape[1], -1).mean(1))) for n, m in norms]
+    try:
+        with torch.no_grad():
+            for i in range(k):
+                model(x[i * bs:(i + 1) * bs])
+    finally:
+        for h in handles:
+            h.remove()
+    shares = []
+    for n, m in norms:
+        if len(means[n]) != k:
+            continue
+        stack = torch.stack(means[n])
+        spread = (stack - stack.mean(0)).pow(2).sum(1).mean().item()
+        if spread > 1e-12:
+            shares.append(((m.running_mean.double() - stack[-1]).pow(2).sum().item() / spread, n, m.momentum))
+    return min(shares) if shares else None
+
+
 def check_train_eval_consistency(pipe, report):
     """What eval mode computes must be the average of what train mode computes: stochastic depth or dropout
-    written by hand without the 1/p scaling make eval run another network than the one trained."""
+    written by hand without the 1/p scaling make eval run another network than the one trained; BatchNorm
+    whose running statistics are the last batch's (a momentum meant as Keras' 0.99) normalizes eval with one
+    batch."""
+    last = running_stats_last_batch(pipe)
+    if last is not None:
+        note(report, "train_eval_consistency", running_stats_last_batch=last[0])
+        if last[0] < RUNNING_STATS_LAST_BATCH:
+            report.add("train_eval_consistency", "warning", f"the running statistics of '{last[1]}' are the last "
+                       f"training batch's (squared distance {last[0]:.2g} of a batch mean's spread; an average of "
+                       f"many batches is about 1): with momentum={last[2]:g} eval normalizes every input with one "
+                       "batch's mean and variance. PyTorch's momentum is the weight of the NEW batch (default "
+                       "0.1), Keras' the weight of the old statistics (0.99).",
+                       "Use momentum=1 - keras_momentum (0.01), or leave PyTorch's default 0.1; stage 2.",
+                       last[1], share=last[0])
+            average_of_train_mode(pipe, report)       # a reason to skip that part is no skip of this check
+            return None
+    return average_of_train_mode(pipe, report)
+
+
+def average_of_train_mode(pipe, report):
+    """Eval mode's input of the first random module against the average of its train-mode inputs."""
     model = train_mode_with_norms_in_eval(fresh_model(pipe))
     x = pipe["x"][:32]
     draws = []

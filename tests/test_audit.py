@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import recipe_kit as rk
-from recipe_kit.audit import CHECKS, EXPENSIVE, audit_data
+from recipe_kit.audit import CHECKS, DISAGREEMENT_WARNING, EXPENSIVE, audit_data
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +339,21 @@ def test_one_near_copy_across_small_splits_is_still_reported(fmnist):
     report = audit_data(train, (xt, yt), classes, skip=("near_duplicates", "label_issues"))
     assert {p.check for p in report.problems} >= {"near_leakage"}, str(report)
     assert not [n for n, _ in report.notes if n == "near_leakage"]
+
+
+def test_small_test_split_labels_are_judged_against_trains_own_rate():
+    """250 padded 3x32x32 test images against 1000 train images: the clean test split's disagreement is
+    within sampling noise of train's (measured: train 0.079 of 518, 10% of test flipped 0.135 of 126, lower
+    bound 0.074 > DISAGREEMENT_WARNING but only 1.8 standard errors above train), so no warning; 20% flipped
+    (0.23, lower bound 0.155) is still an error."""
+    tr, te = rk.load_dataset("fashion-mnist", "train"), rk.load_dataset("fashion-mnist", "test")
+    big = lambda x: torch.nn.functional.pad(x.float().reshape(len(x), 1, 28, 28), (2, 2, 2, 2)).repeat(1, 3, 1, 1).to(torch.uint8)
+    x, y, xt, yt = tr.images[6000:7000], tr.labels[6000:7000], te.images[1500:1750], te.labels[1500:1750]
+    only = ("near_duplicates", "near_leakage", "train_vs_test", "shortcuts", "duplicates", "leakage", "label_map")
+    for flip, expected in ((25, []), (50, ["error"])):
+        rng, noisy = np.random.default_rng(1), yt.clone()
+        i = torch.from_numpy(rng.choice(len(yt), flip, replace=False))
+        noisy[i] = (noisy[i] + torch.from_numpy(rng.integers(1, 10, flip))) % 10
+        report = audit_data((big(x), y), (big(xt), noisy), 10, skip=only)
+        assert [p.severity for p in report.problems if p.check == "label_issues"] == expected, str(report)
+        assert report.details["label_issues"]["test"]["disagreement_lower_bound"] > DISAGREEMENT_WARNING
