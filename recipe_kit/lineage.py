@@ -79,12 +79,21 @@ def optimizer(params, setting):
     raise ValueError(f"optimizer {setting['optimizer']!r}: expected 'SGD' or 'Adam'.")
 
 
+def warm_up_share(pct_start, total_steps):
+    """pct_start, raised so the warm-up spans at least 2 steps: OneCycleLR divides by zero when it spans
+    exactly one (a run of 4 steps at 0.25, e.g. one epoch of a small dataset)."""
+    return min(1.0, max(pct_start, 2 / total_steps))
+
+
 def schedule(optimizer, setting, total_steps):
     """The learning-rate schedule a setting names, stepped once per step: one-cycle (warm-up for
     pct_start of the steps to the peak setting["lr"], then anneal), or None for a constant rate."""
     if setting["schedule"] == "one-cycle":
+        if total_steps < 3:
+            raise ValueError(f"a one-cycle schedule needs at least 3 steps (warm-up and annealing), got "
+                             f"total_steps={total_steps}: train longer, or use schedule 'constant'.")
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=setting["lr"], total_steps=total_steps,
-                                                   pct_start=setting.get("pct_start", 0.25))
+                                                   pct_start=warm_up_share(setting.get("pct_start", 0.25), total_steps))
     if setting["schedule"] == "constant":
         return None
     raise ValueError(f"schedule {setting['schedule']!r}: expected 'one-cycle' or 'constant'.")

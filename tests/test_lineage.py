@@ -59,3 +59,24 @@ def test_build_makes_the_named_network_and_dropout_keeps_the_initial_weights():
     assert cnn(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="expected 'vgg_cnn' or 'course_cnn'"):
         lineage.build({"architecture": "resnet", "width": 8}, 1, 10, 28)
+
+
+@pytest.mark.parametrize("total_steps", [3, 4, 5, 8, 196])
+def test_one_cycle_schedule_runs_on_short_runs(total_steps):
+    """One epoch of a small dataset can be 4 steps: at pct_start 0.25 OneCycleLR's warm-up would span
+    one step and divide by zero; the warm-up is stretched to 2 steps instead, long runs are unchanged."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = lineage.schedule(optimizer, {"schedule": "one-cycle", "lr": 0.1}, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(0.1) and rates[0] < 0.1 and rates[-1] < 0.01
+    assert scheduler.total_steps == total_steps and (total_steps < 8 or scheduler._schedule_phases[0]["end_step"] == 0.25 * total_steps - 1)
+
+
+def test_one_cycle_schedule_refuses_too_few_steps():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="at least 3 steps"):
+        lineage.schedule(optimizer, {"schedule": "one-cycle", "lr": 0.1}, 2)
