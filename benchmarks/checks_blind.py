@@ -89,6 +89,42 @@ def summary(bug_rows, clean_rows):
             f"{len(warned)} more ({len(alarms) + len(warned)} of {m} not quiet)"]
 
 
+def run_catalog(doc, label, bugs, correct, make_splits, part, width=38):
+    """Score one later blind catalog and print it: a row per bug (with its declared checks), a row per
+    correct pipeline or clean split, then the figures. The bugs use the first n Fashion-MNIST training
+    images; the clean splits use training images part*n..(part+1)*n and test images part*n/4..(part+1)*n/4,
+    so each catalog's clean data is a slice no other catalog used. doc: the calling script's docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="Fashion-MNIST training images per pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem's message")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    train, test = rk.load_dataset("fashion-mnist", "train"), rk.load_dataset("fashion-mnist", "test")
+    n, m = args.n, args.n // 4
+    images, labels = train.images[:n], train.labels[:n]
+    print(f"bugs ({len(bugs)}): verdict, seconds, checks with an error / a warning  [declared checks]")
+    bug_rows = score_bugs(bugs, images, labels)
+    declared = {b.name: b.checks for b in bugs}
+    for name, verdict, errors, warnings, seconds, messages in bug_rows:
+        print(f"  {name:{width}s} {verdict:9s} {seconds:5.1f} s  errors: {', '.join(sorted(errors)) or '-'}"
+              f"  warnings: {', '.join(sorted(warnings)) or '-'}  [{', '.join(sorted(declared[name]))}]")
+        for line in messages if args.verbose else ():
+            print(f"      {line}")
+    splits = make_splits(train.images[part * n:(part + 1) * n], train.labels[part * n:(part + 1) * n],
+                         test.images[part * m:(part + 1) * m], test.labels[part * m:(part + 1) * m])
+    print(f"correct pipelines and clean splits ({len(correct) + len(splits)}):")
+    clean_rows = score_clean(correct, splits, images, labels)
+    for name, errors, warnings, messages in clean_rows:
+        print(f"  {name:{width}s} {'ALARM' if errors else 'warned' if warnings else 'quiet':9s} errors: "
+              f"{', '.join(sorted(errors)) or '-'}  warnings: {', '.join(sorted(warnings)) or '-'}")
+        for line in messages if args.verbose else ():
+            print(f"      {line}")
+    print()
+    print("\n".join(summary(bug_rows, clean_rows)).replace("blind bugs", f"{label} bugs"))
+    print(f"({time.perf_counter() - start:.0f} s wall, torch {torch.__version__}, 1 thread)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="Fashion-MNIST training images per pipeline")
