@@ -13,6 +13,11 @@ starts from what the earlier ones saved in runs/ (models, and decision records: 
 run alone, it is timed with this checkout's runs/ (as after a learner's run-through). With --write,
 what the run saved goes back into runs/, and its decision records also into recipe_kit/decisions/
 (the committed records a notebook falls back to when run alone).
+Machine speed drifts (10-20% between runs of this shared machine), so beside each notebook the script
+times a fixed reference workload (reference_speed: rk.vgg_cnn training steps in float32 channels-last,
+2 threads, in a fresh process with the notebooks' environment) before and after it, and also reports
+the notebook's time scaled to REFERENCE_S, the reference speed of the machine the budgets are set
+for. A notebook is over budget when its scaled time is; the raw time is printed beside it.
 --write also makes the saved notebook light (see lighten): a widget output whose static picture or
 text serves keeps only that, and no widget state is saved for it. --lighten NOTEBOOK... does just
 that to committed notebooks, without running them.
@@ -35,6 +40,22 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = {"06": 6 * 60}  # notebook number prefix -> seconds; the rest get DEFAULT_BUDGET_S
 DEFAULT_BUDGET_S = 4 * 60
 TOTAL_BUDGET_S = 20 * 60
+# Seconds per 50 000 images of the reference workload on the budgets' machine: this Xeon capped to AVX2
+# measured 21.9 s when the budgets were set, an AVX2-only AMD EPYC 21.4 s (docs/notebook6_paths.md).
+REFERENCE_S = 21.9
+REFERENCE_CODE = """
+import time, torch, torch.nn as nn, recipe_kit as rk
+torch.set_num_threads(2); torch.manual_seed(0)
+model = rk.vgg_cnn(width=16).to(memory_format=torch.channels_last)
+x = torch.randn(256, 1, 28, 28).contiguous(memory_format=torch.channels_last); y = torch.randint(0, 10, (256,))
+opt, loss_fn, best = torch.optim.AdamW(model.parameters(), 1e-3), nn.CrossEntropyLoss(), float("inf")
+for r in range(4):                       # round 0 warms up (oneDNN picks its kernels); best of the rest
+    start = time.perf_counter()
+    for _ in range(8):
+        rk.train.default_train_step(model, (x, y), loss_fn, opt)
+    best = best if r == 0 else min(best, (time.perf_counter() - start) / 8)
+print(best * 50000 / 256)
+"""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 BARE_WIDGET_REPR = re.compile(r"^\s*[A-Z]\w*\((children|value|layout|description|options|index|outputs)=")
@@ -100,6 +121,12 @@ def run(path, workdir, write=False, made_on="", out=None):
     return seconds
 
 
+def reference_speed():
+    """Seconds per 50 000 images of the reference workload, as the notebooks' kernels would run it now."""
+    out = subprocess.run([sys.executable, "-c", REFERENCE_CODE], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
 def cpu_path():
     """recipe_kit.cpu.describe() as the notebooks' kernels will see it (they inherit this environment)."""
     code = "import torch; torch.set_num_threads(2); import recipe_kit; print(recipe_kit.cpu.describe())"
@@ -124,7 +151,7 @@ def main(paths, avx2=False, write=False, out=None):
     made_on = cpu_path()
     print("CPU path:", made_on, flush=True)
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    total, over = 0.0, []
+    total, total_scaled, over = 0.0, 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "notebooks"
         shutil.copytree(ROOT / "notebooks", workdir)
@@ -132,18 +159,26 @@ def main(paths, avx2=False, write=False, out=None):
             if (ROOT / "runs" / saved).is_dir():
                 shutil.copytree(ROOT / "runs" / saved, Path(tmp) / "runs" / saved)
         try:
+            speed = reference_speed()
             for path in paths:
                 seconds = run(path, workdir, write, made_on, out)
+                speed_after = reference_speed()
+                reference = (speed + speed_after) / 2         # the machine's speed around this notebook
+                scaled = seconds * REFERENCE_S / reference
                 budget = BUDGET_S.get(path.name[:2], DEFAULT_BUDGET_S)
                 total += seconds
-                flag = "ok" if seconds <= budget else "OVER BUDGET"
-                over += [path.name] if seconds > budget else []
-                print(f"{path.name:45s} {seconds:6.1f} s  (budget {budget} s, {seconds / budget:4.0%})  {flag}", flush=True)
+                total_scaled += scaled
+                flag = "ok" if scaled <= budget else "OVER BUDGET"
+                over += [path.name] if scaled > budget else []
+                print(f"{path.name:32s} {seconds:6.1f} s, reference {reference:4.1f} s -> {scaled:6.1f} s at "
+                      f"{REFERENCE_S} s  (budget {budget} s, {scaled / budget:4.0%})  {flag}", flush=True)
+                speed = speed_after
         finally:                                            # a notebook that fails keeps what the others saved
             if write:
                 keep_what_was_saved(Path(tmp) / "runs")
-    print(f"{'total':45s} {total:6.1f} s  (budget {TOTAL_BUDGET_S} s, {total / TOTAL_BUDGET_S:4.0%})")
-    return 1 if over or total > TOTAL_BUDGET_S else 0
+    print(f"{'total':32s} {total:6.1f} s, {' ' * 16} -> {total_scaled:6.1f} s at {REFERENCE_S} s  "
+          f"(budget {TOTAL_BUDGET_S} s, {total_scaled / TOTAL_BUDGET_S:4.0%})")
+    return 1 if over or total_scaled > TOTAL_BUDGET_S else 0
 
 
 if __name__ == "__main__":
