@@ -442,3 +442,182 @@ BLIND4 = [
 # the same pipelines with the bug fixed (tests/test_blind4.py)
 CORRECTED = {b.name: (lambda build: lambda i, l: build(i, l, fixed=True))(b.build) for b in BLIND4
              if b.kind == "pipeline"}
+
+
+# ----------------------------------------------------------------------------- correct pipelines
+
+def layerwise_lr_decay(images, labels, decay=0.5, base=2e-3):
+    """Layer-wise lr decay (as in BEiT / ELECTRA fine-tuning): one AdamW group per Linear, the head at the
+    base lr and each layer below at `decay` times the one above."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+
+    def make(params):
+        layers = list(params)                             # (weight, bias) of each Linear, input to head
+        layers = [layers[i:i + 2] for i in range(0, len(layers), 2)]
+        groups = [{"params": pair, "lr": base * decay ** (len(layers) - 1 - i)} for i, pair in enumerate(layers)]
+        return torch.optim.AdamW(groups, lr=base, weight_decay=0.05)
+    return model, (standardize(images), labels), nn.CrossEntropyLoss(), make, standard_step
+
+
+class WSConv2d(nn.Conv2d):
+    """Weight standardization (Qiao et al. 2019): each output filter's weights standardized in forward."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def ws_groupnorm_cnn(images, labels):
+    """Weight-standardized convolutions with GroupNorm (no batch statistics), SGD nesterov."""
+    model = nn.Sequential(WSConv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
+                          WSConv2d(16, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(32 * 4, 10))
+    make = lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)
+    return model, (standardize(images), labels), nn.CrossEntropyLoss(), make, standard_step
+
+
+def spectral_norm_mlp(images, labels):
+    """Both Linear layers under torch.nn.utils.parametrizations.spectral_norm: the weight used in forward is
+    computed from `parametrizations.weight.original` by power iteration (a buffer updated in training)."""
+    sn = nn.utils.parametrizations.spectral_norm
+    model = nn.Sequential(nn.Flatten(), sn(nn.Linear(784, 128)), nn.ReLU(), sn(nn.Linear(128, 10)))
+    return model, (standardize(images), labels), nn.CrossEntropyLoss(), adam(2e-3), standard_step
+
+
+def lookahead_step(k=5, alpha=0.5):
+    """Lookahead (Zhang et al. 2019) around the inner optimizer: slow weights kept per model; every k steps
+    they move alpha of the way to the fast weights, and the fast weights restart from them."""
+    state = per_model()
+
+    def step(model, batch, loss_fn, optimizer):
+        if model not in state:
+            state[model] = [0, [p.detach().clone() for p in model.parameters()]]
+        loss = standard_step(model, batch, loss_fn, optimizer)
+        state[model][0] += 1
+        n, slow = state[model]
+        if n % k == 0:
+            with torch.no_grad():
+                for s, p in zip(slow, model.parameters()):
+                    s.lerp_(p, alpha)
+                    p.copy_(s)
+        return loss
+    return step
+
+
+def lookahead(images, labels):
+    return small_cnn(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(2e-3), lookahead_step()
+
+
+def partially_frozen(images, labels, steps=30):
+    """A briefly pretrained backbone whose first convolution is frozen (requires_grad=False); the optimizer
+    gets all parameters, as timm does: SGD skips those without a gradient."""
+    x = standardize(images)
+    model = Backbone()
+    pretrain(model, x, labels, steps, lambda p: torch.optim.Adam(p, 1e-3))
+    model.features[0].requires_grad_(False)
+    make = lambda params: torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=5e-4)
+    return model, (x, labels), nn.CrossEntropyLoss(), make, standard_step
+
+
+def random_erasing_in_step(images, labels):
+    return small_cnn(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(), erasing_step(random_erasing())
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7 conv, LayerNorm over channels (channels-last inside, on purpose), an inverted-bottleneck
+    MLP with GELU, and a layer scale initialized at 1e-6 (Liu et al. 2022): the branch starts almost off."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.mlp = nn.Sequential(nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c))
+        self.gamma = nn.Parameter(torch.full((c,), 1e-6))
+
+    def forward(self, x):
+        h = self.dw(x).permute(0, 2, 3, 1)             # (B, H, W, C)
+        h = self.mlp(self.norm(h)) * self.gamma
+        return x + h.permute(0, 3, 1, 2)
+
+
+class TinyConvNeXt(nn.Module):
+    def __init__(self, c=32):
+        super().__init__()
+        self.stem = nn.Conv2d(1, c, 4, stride=4)         # 28x28 -> 7x7 patches
+        self.blocks = nn.Sequential(ConvNeXtBlock(c), ConvNeXtBlock(c))
+        self.norm, self.head = nn.LayerNorm(c), nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(self.stem(x)).mean((2, 3))))
+
+
+def convnext_layer_scale(images, labels):
+    make = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)
+    return TinyConvNeXt(), (standardize(images), labels), nn.CrossEntropyLoss(), make, standard_step
+
+
+def binary_pos_weight(images, labels):
+    """Bag or not (about 10% positive), one logit, BCEWithLogitsLoss(pos_weight = negatives / positives)."""
+    y = (labels == 8).float()
+    pos_weight = (len(y) - y.sum()) / y.sum().clamp(min=1)
+    return Squeezed(mlp_out(1)), (standardize(images), y), nn.BCEWithLogitsLoss(pos_weight=pos_weight), adam(), \
+        standard_step
+
+
+def dice_ce(out, target, eps=1.0):
+    """Per-pixel cross-entropy plus soft Dice averaged over the 3 classes (Milletari et al. 2016)."""
+    p = out.softmax(1)
+    t = F.one_hot(target, out.shape[1]).permute(0, 3, 1, 2).float()
+    inter, total = (p * t).sum((0, 2, 3)), (p + t).sum((0, 2, 3))
+    return F.cross_entropy(out, target) + (1 - (2 * inter + eps) / (total + eps)).mean()
+
+
+def segmentation_dice_ce(images, labels):
+    return SegNet3(), (standardize(images), grey_levels(images)), dice_ce, adam(2e-3), standard_step
+
+
+CORRECT_BLIND4 = [
+    Pipeline("layerwise_lr_decay", "one AdamW group per Linear, lr halving per layer below the head.",
+             layerwise_lr_decay),
+    Pipeline("weight_standardized_groupnorm", "weight-standardized convs with GroupNorm, SGD nesterov.",
+             ws_groupnorm_cnn),
+    Pipeline("spectral_norm_parametrization", "spectral_norm parametrizations on both Linear layers: the "
+             "trained tensors are weight.original, the forward weight is derived.", spectral_norm_mlp),
+    Pipeline("lookahead_optimizer", "Lookahead (k=5, alpha=0.5) around Adam, written in the step: every 5th "
+             "step moves the weights back toward the slow copy.", lookahead),
+    Pipeline("partially_frozen_all_params", "first conv frozen by requires_grad=False, every parameter "
+             "handed to SGD with momentum and weight decay.", partially_frozen),
+    Pipeline("random_erasing_in_step", "torchvision RandomErasing per image, in the train step only.",
+             random_erasing_in_step),
+    Pipeline("convnext_layer_scale", "ConvNeXt blocks: depthwise 7x7, channels-last LayerNorm, GELU MLP, "
+             "layer scale initialized at 1e-6.", convnext_layer_scale),
+    Pipeline("binary_pos_weight", "bag vs the rest (10% positive), one logit, BCEWithLogitsLoss with "
+             "pos_weight = negatives / positives.", binary_pos_weight),
+    Pipeline("segmentation_dice_ce", "3-class per-pixel segmentation, cross-entropy plus soft Dice.",
+             segmentation_dice_ce),
+]
+
+
+def clean_splits4(images, labels, test_images, test_labels):
+    """(name, train, test, classes) the audit must pass: 8x8 digits split at random (same writers' pool on
+    both sides), a 14x14 version of a Fashion-MNIST train/test pair (both resized the same way), and the
+    4 upper-body classes of another pair."""
+    x, y = digits_uint8()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(21))
+    n = len(y) * 3 // 4
+    tr, te = order[:n], order[n:]
+    half, quarter = len(labels) // 2, len(test_labels) // 2
+    small = lambda t: F.interpolate(t.float(), size=(14, 14), mode="area").round().to(torch.uint8)
+    tops = {0: 0, 2: 1, 4: 2, 6: 3}                    # T-shirt, pullover, coat, shirt -> 0..3
+    pick = lambda t, l: (t[sum(l == k for k in tops).bool()],
+                         torch.tensor([tops[v] for v in l.tolist() if v in tops], dtype=l.dtype))
+    return [("digits 8x8 random split", (x[tr], y[tr]), (x[te], y[te]), 10),
+            ("fashion-mnist 14x14 train vs test", (small(images[:half]), labels[:half]),
+             (small(test_images[:quarter]), test_labels[:quarter]), 10),
+            ("fashion-mnist upper-body 4 classes train vs test", pick(images[half:], labels[half:]),
+             pick(test_images[quarter:], test_labels[quarter:]), 4)]
+
+
+BY_NAME = {b.name: b for b in BLIND4} | {p.name: p for p in CORRECT_BLIND4}
