@@ -225,6 +225,16 @@ def test_loss_on_last_microbatch_only(fmnist):
         assert close(got, full) == fixed and close(got, last) != fixed
 
 
+def test_loss_clamped_for_stability(fmnist):
+    for fixed in (False, True):
+        model, train, loss_fn, _, _ = parts("loss_clamped_for_stability", fmnist, fixed)
+        x, y = batch(train)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        assert F.cross_entropy(model(x), y).item() > 2.0
+        assert any(g.abs().sum() > 0 for g in grads(model)) == fixed      # no gradient at all with the bug
+
+
 # ----------------------------------------------------------------------------- gradients and initialization
 
 def test_custom_backward_drops_grad_output(fmnist):
