@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bugs import adam, mlp, small_cnn, standard_step, standardize
-from .bugs_blind import Squeezed, digits, ink, mlp_out
+from .bugs_blind import ATTRIBUTES, Squeezed, digits, ink, mlp_out
 from .bugs_blind2 import SegNet3, digits_uint8, grey_levels
 from .bugs_blind3 import footwear, per_model, pretrain, standardize_channels, tinted
 from .bugs_heldout import HeldOutBug
@@ -181,6 +181,25 @@ def sigmoid_head_on_standardized_target(images, labels, fixed=False):
     """Regression on the standardized share of bright pixels (about half the targets negative)."""
     net = mlp_out(1) if fixed else nn.Sequential(mlp_out(1), nn.Sigmoid())   # BUG: outputs in (0, 1) only
     return Squeezed(net), (standardize(images), ink(images)), nn.MSELoss(), adam(), standard_step
+
+
+def partial_attributes(labels, share=0.3, seed=15):
+    """The 4 attributes per image with 30% of the entries unannotated, marked -1 (as CheXpert marks
+    uncertain findings)."""
+    t = ATTRIBUTES[labels].clone()
+    t[torch.rand(t.shape, generator=torch.Generator().manual_seed(seed)) < share] = -1
+    return t
+
+
+def multilabel_unknown_as_minus_one(images, labels, fixed=False):
+    """Multi-label attributes with unannotated entries (-1) that the loss must skip."""
+    def loss_fn(out, t):
+        if not fixed:
+            return F.binary_cross_entropy_with_logits(out, t)   # BUG: -1 fed as a target, never masked
+        known = (t >= 0).float()
+        per_entry = F.binary_cross_entropy_with_logits(out, t.clamp(min=0), reduction="none")
+        return (per_entry * known).sum() / known.sum().clamp(min=1)
+    return mlp_out(4), (standardize(images), partial_attributes(labels)), loss_fn, adam(), standard_step
 
 
 def ohem_loss(fixed=False, keep=0.25):
@@ -400,6 +419,11 @@ BLIND4 = [
                "output layer); Zhang et al. 2018 (ISSTA)", "a Sigmoid at the end of a regression model whose "
                "targets are standardized: half the targets are negative and out of reach.",
                sigmoid_head_on_standardized_target, frozenset({"output_activation"})),
+    HeldOutBug("multilabel_unknown_as_minus_one", "Irvin et al. 2019 (AAAI, CheXpert: uncertain labels "
+               "as -1 and the U-Ignore policy); torch.nn.BCEWithLogitsLoss docs (targets between 0 and 1)",
+               "4 multi-label attributes with 30% unannotated entries marked -1 and fed to BCEWithLogitsLoss "
+               "unmasked: those logits are pushed to minus infinity and the loss has no floor.",
+               multilabel_unknown_as_minus_one, frozenset({"loss_classes"})),
     HeldOutBug("hard_mining_keeps_one_sample", "Shrivastava et al. 2016, OHEM (CVPR); " + HUMBATOVA +
                " (training: loss function)", "hard example mining keeping the top 1 loss per batch (a per-image "
                "k copied as the per-batch k): one sample of 64 trains, usually a hard or mislabelled one.",

@@ -200,6 +200,17 @@ def test_sigmoid_head_on_standardized_target(fmnist):
     assert floor > 0.2, floor
 
 
+def test_multilabel_unknown_as_minus_one(fmnist):
+    for fixed in (False, True):
+        _, (x, t), loss_fn, _, _ = parts("multilabel_unknown_as_minus_one", fmnist, fixed)
+        assert t.shape == (N, 4) and 0.2 < (t == -1).float().mean() < 0.4
+        out = torch.zeros(64, 4, requires_grad=True)
+        loss_fn(out, t[:64]).backward()
+        unknown = t[:64] == -1
+        assert (out.grad[unknown] == 0).all() == fixed                 # unknown entries must not pull
+        assert (loss_fn(torch.where(unknown, -30.0, 0.0), t[:64]).item() < 0) != fixed   # no floor
+
+
 def test_hard_mining_keeps_one_sample(fmnist):
     for fixed in (False, True):
         _, train, loss_fn, _, _ = parts("hard_mining_keeps_one_sample", fmnist, fixed)
