@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bugs import adam, mlp, small_cnn, standard_step, standardize
-from .bugs_blind import ATTRIBUTES, Squeezed, digits, ink, mlp_out
+from .bugs_blind import ATTRIBUTES, Squeezed, digits, ink, mlp_out, scheduled
 from .bugs_blind2 import SegNet3, digits_uint8, grey_levels
 from .bugs_blind3 import footwear, per_model, pretrain, standardize_channels, tinted
 from .bugs_heldout import HeldOutBug
@@ -41,15 +41,6 @@ NOT_A_CHECK = frozenset({"same_batch_every_step", "pooling_axis", "custom_backwa
 
 HUMBATOVA = "Humbatova et al. 2020 (ICSE)"
 ISLAM = "Islam et al. 2019 (FSE)"
-
-
-def scheduled(step=standard_step):
-    """A step that advances the scheduler attached to the optimizer after each batch."""
-    def run(model, batch, loss_fn, optimizer):
-        loss = step(model, batch, loss_fn, optimizer)
-        optimizer.scheduler.step()
-        return loss
-    return run
 
 
 # ----------------------------------------------------------------------------- learning rate
