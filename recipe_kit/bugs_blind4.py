@@ -513,16 +513,16 @@ def spectral_norm_mlp(images, labels):
 
 
 def lookahead_step(k=5, alpha=0.5):
-    """Lookahead (Zhang et al. 2019) around the inner optimizer: slow weights kept per model; every k steps
-    they move alpha of the way to the fast weights, and the fast weights restart from them."""
+    """Lookahead (Zhang et al. 2019) around the inner optimizer: slow weights kept per optimizer (it wraps
+    the optimizer); every k steps they move alpha of the way to the fast weights, which restart from them."""
     state = per_model()
 
     def step(model, batch, loss_fn, optimizer):
-        if model not in state:
-            state[model] = [0, [p.detach().clone() for p in model.parameters()]]
+        if optimizer not in state:
+            state[optimizer] = [0, [p.detach().clone() for p in model.parameters()]]
         loss = standard_step(model, batch, loss_fn, optimizer)
-        state[model][0] += 1
-        n, slow = state[model]
+        state[optimizer][0] += 1
+        n, slow = state[optimizer]
         if n % k == 0:
             with torch.no_grad():
                 for s, p in zip(slow, model.parameters()):
