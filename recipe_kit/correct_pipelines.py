@@ -231,8 +231,8 @@ CORRECT = [
     Pipeline("mixup_soft_targets", "mixup of inputs and one-hot targets inside the step: the step mixes "
              "samples on purpose, and one batch cannot be memorized to zero loss.", with_step(mixup_step)),
     Pipeline("frozen_pretrained_backbone", "a trained backbone frozen (requires_grad=False, BatchNorm in "
-             "eval), only the new head in the optimizer: the frozen-layers warning is the one to read.",
-             pretrained_frozen, frozenset({"optimizer_params"})),
+             "eval), only the new head in the optimizer: a note (no warning) says which layers are frozen.",
+             pretrained_frozen),
     Pipeline("class_weighted_loss", "inverse-frequency class weights in CrossEntropyLoss on imbalanced "
              "classes.", class_weighted),
     Pipeline("bce_one_output", "a binary task with one logit and BCEWithLogitsLoss.", binary_bce),
