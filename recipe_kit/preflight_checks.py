@@ -852,6 +852,15 @@ def check_train_mode(pipe, report):
 
 
 def check_batch_order(pipe, report):
+    """What each step trains on: the batch it is given (not one it fetches itself), from a loader that
+    neither repeats one batch nor groups the samples by label."""
+    if step_ignores_its_batch(pipe):
+        report.add("batch_order", "error", "train_step computes the same gradient from two different batches "
+                   "(same weights, same seed): it ignores the batch it is given and trains on another one, e.g. "
+                   "next(iter(loader)) inside the step (always the loader's first batch) or a batch captured "
+                   "once.", "Train on the batch argument of train_step(model, batch, loss_fn, optimizer) and "
+                   "iterate the loader in the loop (for batch in loader); stage 2.", "train_step")
+        return None
     stream = pipe["stream"]
     if stream is None:
         return "train is not a loader: preflight draws its own shuffled batches (pass your DataLoader to check its order)"
@@ -887,6 +896,20 @@ def check_batch_order(pipe, report):
                    "step pulls the model toward one class and training oscillates.", hint, "train")
     elif seen < SORTED_WARNING * expected:
         report.add("batch_order", "warning", said + ": batches are partly grouped by label.", hint, "train")
+
+
+def step_ignores_its_batch(pipe):
+    """True when two disjoint batches give train_step's backward exactly the same gradients."""
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    if foreign_params(model, opt):
+        return False
+    batches = batches_from(pipe, 0, 2, min(pipe["batch_size"], 64))
+    if torch.equal(batches[0][0], batches[1][0]):
+        return False
+    grads = run_steps(pipe, model, opt, batches, reseed=pipe["seed"], restore=True)["backward_grads"]
+    return bool(grads[0]) and grads[0].keys() == grads[1].keys() and all(
+        torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
 
 
 def entropy(labels, C):
