@@ -114,3 +114,32 @@ def test_a_frozen_pretrained_part_is_a_note(fmnist):
                        rk.bugs.standard_step, budget="fast")
     assert not severities(report, "optimizer_params"), str(report)
     assert any(check == "optimizer_params" and "frozen" in text for check, text in report.notes)
+
+
+def test_a_step_that_trains_on_a_captured_batch_is_caught(fmnist):
+    kept = {}
+
+    def captured_step(model, batch, loss_fn, optimizer):      # BUG: the first batch it ever saw, forever
+        kept.setdefault("batch", batch)
+        return rk.bugs.standard_step(model, kept["batch"], loss_fn, optimizer)
+
+    rk.seed_everything(0)
+    report = preflight(rk.bugs.mlp(), fmnist, nn.CrossEntropyLoss(), ADAM, captured_step, budget="fast")
+    assert "error" in severities(report, "batch_order"), str(report)
+    rk.seed_everything(0)
+    report = preflight(rk.bugs.mlp(), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
+    assert not severities(report, "batch_order"), str(report)
+
+
+def test_eval_randomness_that_fires_half_the_time_is_caught(fmnist):
+    class SometimesNoisy(nn.Module):                           # BUG: noise on a coin flip, in eval mode too
+        def __init__(self):
+            super().__init__()
+            self.net = rk.bugs.mlp()
+
+        def forward(self, x):
+            return self.net(x + 0.5 * torch.randn_like(x) if torch.rand(()) < 0.3 else x)
+
+    rk.seed_everything(0)
+    report = preflight(SometimesNoisy(), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
+    assert "error" in severities(report, "eval_determinism"), str(report)
