@@ -21,6 +21,7 @@ RELUS = (nn.ReLU, nn.ReLU6)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 SQUASHERS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin, nn.Tanh)
+RESHAPERS = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
 
 STEP_CALLS = 16         # most train_step calls spent waiting for optimizer.step() (accumulation steps every k)
 OVERFIT_SAMPLES = 8      # the "one small batch" to memorize
@@ -128,7 +129,7 @@ def probe(pipe):
     cache = pipe["cache"]
     if "probe" in cache:
         return cache["probe"]
-    seen = {"door": None, "units": [], "last": None, "last_weight": None, "prev": None}
+    seen = {"door": None, "units": [], "last": None, "last_op": None, "last_weight": None, "prev": None}
 
     def on_call(name, module, inp, out):
         if isinstance(module, WEIGHT_LAYERS):
@@ -144,6 +145,8 @@ def probe(pipe):
             seen["units"].append((name, dead_units(out, dim)))
         seen["prev"] = (name, module, None if out is None else tuple(out.shape))
         seen["last"] = (name, module)
+        if not isinstance(module, RESHAPERS):                 # the last module that computes something
+            seen["last_op"] = (name, module)
 
     model = fresh_model(pipe).train()
     x, y = pipe["x"][:PROBE_SIZE], pipe["y"][:PROBE_SIZE]
@@ -303,7 +306,7 @@ def check_output_activation(pipe, report):
     if kind is None and pipe["num_classes"] is not None:
         return loss_prefers_right_answer(pipe, report)
     if kind is None:
-        return "loss_fn is not a cross-entropy or NLL loss"
+        return bounded_output_vs_targets(pipe, report)
     pr = probe(pipe)
     out, C = pr["out"].float(), pipe["num_classes"]
     s = class_scores(out)
@@ -351,6 +354,31 @@ def check_output_activation(pipe, report):
                    "picks -output[y], so the loss is unbounded below and training pushes logits to infinity.",
                    "Add log_softmax(dim=1) at the end of the model, or use CrossEntropyLoss on the logits; stage 2.",
                    where)
+
+
+# A regression model's last module bounds its outputs (Sigmoid: (0, 1), Tanh: (-1, 1)); an error when more than
+# OUT_OF_RANGE of the targets lie outside: those can never be reached. Standardized targets under a sigmoid: 50%.
+OUT_OF_RANGE = 0.1
+BOUNDS = ((nn.Sigmoid, 0.0, 1.0), (nn.Softmax, 0.0, 1.0), (nn.Tanh, -1.0, 1.0))
+
+
+def bounded_output_vs_targets(pipe, report):
+    """Regression targets must lie where the model's outputs can go."""
+    pr = probe(pipe)
+    name, module = pr["last_op"] or ("", None)
+    bound = next(((lo, hi) for kind, lo, hi in BOUNDS if isinstance(module, kind)), None)
+    y = pipe["y"]
+    if bound is None or not y.is_floating_point() or y.shape[1:] != pr["out"].shape[1:]:
+        return "loss_fn is not a cross-entropy or NLL loss, and no bounded output meets float targets"
+    lo, hi = bound
+    outside = ((y < lo) | (y > hi)).float().mean().item()
+    note(report, "output_activation", targets_out_of_range=outside)
+    if outside > OUT_OF_RANGE:
+        report.add("output_activation", "error", f"the model ends in {type(module).__name__}, so its outputs lie in "
+                   f"({lo:g}, {hi:g}), but {outside:.0%} of the targets lie outside (range {y.min().item():.3g}.."
+                   f"{y.max().item():.3g}): those can never be reached, and the loss stalls on them.",
+                   f"Remove the final {type(module).__name__} for unbounded (e.g. standardized) targets, or scale "
+                   "the targets into its range; stage 2.", name)
 
 
 def scores_for(pipe, y, right):

@@ -293,12 +293,52 @@ def class_weights_seen(pipe):
     return w / w.max() if w.max() > 0 else w
 
 
+# A loss that is linear in the model's outputs has no minimum: training drives the outputs to infinity.
+# Measured as the second difference along LINEAR_DIRECTIONS random directions, steps of 3x the outputs' size
+# (wide enough to cross the kinks of L1 or hinge losses), relative to the first difference. Correct losses
+# (MSE, L1, BCE, CE, focal, Dice): >= 0.01; BCE with its arguments swapped, -output.mean(): 0 up to rounding.
+LINEAR_DIRECTIONS, LINEAR_TOL = 3, 1e-4
+
+
+def loss_linear_in_outputs(pipe, report):
+    """True (and an error) when loss_fn(outputs, targets) is an affine function of the outputs."""
+    x, y = pipe["x"][:64], pipe["y"][:64]
+    with torch.no_grad():
+        out = fresh_model(pipe).eval()(x)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return False
+        g = torch.Generator().manual_seed(pipe["seed"])
+        step = 3 * (out.abs().mean().item() + 1)
+        curvature = []
+        for _ in range(LINEAR_DIRECTIONS):
+            d = torch.randn(out.shape, generator=g).to(out) * step
+            try:
+                lo, mid, hi = (float(pipe["loss_fn"](out + t * d, y)) for t in (-1.0, 0.0, 1.0))
+            except Exception:
+                return False
+            if not all(math.isfinite(v) for v in (lo, mid, hi)) or hi == lo:
+                return False
+            curvature.append(abs(hi + lo - 2 * mid) / abs(hi - lo))
+    note(report, "loss_classes", curvature=min(curvature))
+    if min(curvature) > LINEAR_TOL:
+        return False
+    report.add("loss_classes", "error", "the loss is a linear function of the model's outputs (no curvature along "
+               f"{LINEAR_DIRECTIONS} random directions): it has no minimum, so training pushes the outputs to "
+               "infinity instead of toward the targets. Usually the loss's arguments are swapped, e.g. "
+               "F.binary_cross_entropy_with_logits(target, logits), which reads the outputs as the targets.",
+               "Call the loss as loss_fn(outputs, targets): the model's output first; stage 2.", "loss_fn",
+               curvature=min(curvature))
+    return True
+
+
 def check_loss_classes(pipe, report):
     """Every class present in the labels must count in the loss, with weights that do not favour the
     frequent classes; class ids must not be fitted as numbers; targets must fit the loss (shape, range)."""
     if pipe["several_outputs"]:
         return several_outputs(pipe)
     if pipe["loss_kind"] is None:
+        if loss_linear_in_outputs(pipe, report):
+            return None
         return None if loss_targets(pipe, report) else regression_on_ids(pipe, report)
     C = pipe["num_classes"]
     w = class_weights_seen(pipe)

@@ -143,3 +143,29 @@ def test_eval_randomness_that_fires_half_the_time_is_caught(fmnist):
     rk.seed_everything(0)
     report = preflight(SometimesNoisy(), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
     assert "error" in severities(report, "eval_determinism"), str(report)
+
+
+def test_a_loss_linear_in_the_outputs_is_caught(fmnist):
+    x, y = fmnist
+    target = (y >= 5).float()                                  # a binary task unlike the catalog's
+    model = lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 1), nn.Flatten(0))
+    unclamped = lambda out, t: (1 - (2 * t - 1) * out).mean()               # BUG: a hinge loss without its max(0, .)
+    hinge = lambda out, t: (1 - (2 * t - 1) * out).clamp(min=0).mean()
+    for loss_fn, caught in ((unclamped, True), (hinge, False), (nn.BCEWithLogitsLoss(), False), (nn.L1Loss(), False)):
+        rk.seed_everything(0)
+        report = preflight(model(), (x, target), loss_fn, ADAM, rk.bugs.standard_step, budget="fast")
+        assert ("error" in severities(report, "loss_classes")) == caught, str(report)
+
+
+def test_targets_a_bounded_output_cannot_reach_are_caught(fmnist):
+    x, y = fmnist
+    brightness = x.flatten(1).mean(1)
+    model = lambda *tail: nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 1), *tail,
+                                        nn.Flatten(0))
+    z = (brightness - brightness.mean()) / brightness.std()           # standardized: half of them negative
+    unit = (brightness - brightness.min()) / (brightness.max() - brightness.min())
+    for net, target, caught in ((model(nn.Tanh()), 3 * z, True), (model(nn.Sigmoid()), unit, False),
+                                (model(), z, False)):
+        rk.seed_everything(0)
+        report = preflight(net, (x, target), nn.MSELoss(), ADAM, rk.bugs.standard_step, budget="fast")
+        assert ("error" in severities(report, "output_activation")) == caught, str(report)
