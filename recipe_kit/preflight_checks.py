@@ -525,9 +525,17 @@ def mixing_place(calls1, calls2, B):
 
 
 def check_dead_activations(pipe, report):
+    pooled = channels_with_one_gradient(pipe)
+    if pooled:
+        name, channels = pooled
+        report.add("dead_activations", "error", f"all {channels} channels of '{name}' get exactly the same gradient "
+                   "at every position: what follows averages (or sums) them over the channel axis, so the "
+                   "layer acts like one channel. Typically global pooling over dim 1 (channels) where dims (2, 3) "
+                   "(height, width) were meant.", "Pool over the spatial axes: x.mean((2, 3)) or "
+                   "nn.AdaptiveAvgPool2d(1) + nn.Flatten(); stage 2.", name)
     units = probe(pipe)["units"]
     if not units:
-        return "no ReLU found"
+        return None if pooled else "no ReLU found"
     n = PROBE_SIZE if len(pipe["x"]) >= PROBE_SIZE else len(pipe["x"])
     counts = {}
     note(report, "dead_activations", dead=max(d / t for _, (d, t, _) in units),
@@ -549,6 +557,41 @@ def check_dead_activations(pipe, report):
                        "they get equal gradients and stay copies forever - the layer acts like one unit.",
                        "Initialize weights randomly (the default kaiming init, or nn.init.kaiming_normal_); only "
                        "biases may start constant; stage 2.", label, duplicate_fraction=copies / total)
+
+
+def channels_with_one_gradient(pipe):
+    """(module name, channels) of the last module whose (B, C, H, W) output, C >= 4, gets the same loss
+    gradient in every channel at every position, while it differs across positions (a correct network
+    weighs its channels differently; after a correct global pool it is the positions that get the same
+    gradient), or None. One backward of a fresh copy."""
+    model, grads, handles = fresh_model(pipe).train(), [], []
+
+    def keep(name):
+        def hook(module, args, out):
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[1] >= 4 and out.requires_grad:
+                out.register_hook(lambda g: grads.append((name, g.detach())))
+        return hook
+
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_hook(keep(name)))
+    try:
+        x, y = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
+        loss = pipe["loss_fn"](model(x), y)
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+    except Exception:
+        return None                                  # other checks report a model or loss that fails
+    finally:
+        for h in handles:
+            h.remove()
+    for name, g in grads:                            # backward order: the module nearest the loss first
+        g = g.double()
+        size = g.abs().max().item()
+        spread = lambda dim: (g - g.narrow(dim, 0, 1)).abs().max().item() / max(size, 1e-300)
+        if size > 0 and spread(1) <= 1e-6 and min(spread(2), spread(3)) >= 1e-2:   # channels-last input after
+            return name, g.shape[1]                         # a global pool: dims 1 and 2 (H, W) both the same
+    return None
 
 
 # ----------------------------------------------------------------------------- one-step checks

@@ -169,3 +169,29 @@ def test_targets_a_bounded_output_cannot_reach_are_caught(fmnist):
         rk.seed_everything(0)
         report = preflight(net, (x, target), nn.MSELoss(), ADAM, rk.bugs.standard_step, budget="fast")
         assert ("error" in severities(report, "output_activation")) == caught, str(report)
+
+
+class PooledCNN(nn.Module):
+    """Conv features (B, 8, 7, 7) -> pooled -> head; pool: 'spatial' (right), 'channels' (the bug: a 7x7 map of
+    channel sums), or 'channels_last' (right, on a (B, H, W, C) copy)."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.pool = pool
+        self.head = nn.Linear(49 if pool == "channels" else 8, 10)
+
+    def forward(self, x):
+        h = self.features(x)
+        if self.pool == "channels":
+            return self.head(h.sum(1).flatten(1))             # BUG: sums the channels, keeps the map
+        if self.pool == "channels_last":
+            return self.head(h.permute(0, 2, 3, 1).mean((1, 2)))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("pool, caught", [("channels", True), ("spatial", False), ("channels_last", False)])
+def test_pooling_over_the_channel_axis_is_caught(fmnist, pool, caught):
+    rk.seed_everything(0)
+    report = preflight(PooledCNN(pool), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
+    assert ("error" in severities(report, "dead_activations")) == caught, str(report)
