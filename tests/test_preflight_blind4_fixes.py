@@ -195,3 +195,26 @@ def test_pooling_over_the_channel_axis_is_caught(fmnist, pool, caught):
     rk.seed_everything(0)
     report = preflight(PooledCNN(pool), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
     assert ("error" in severities(report, "dead_activations")) == caught, str(report)
+
+
+def plain_cnn(std=None, depth=6):
+    """A deep plain CNN (no normalization); std: N(0, std) weights and zero biases as in pre-2015 recipes
+    (Caffe's "gaussian, std 0.01"), None: PyTorch's default init."""
+    layers, c = [], 1
+    for _ in range(depth):
+        layers += [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU()]
+        c = 16
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    if std is not None:
+        for m in model:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, std)
+                nn.init.zeros_(m.bias)
+    return model
+
+
+@pytest.mark.parametrize("std, caught", [(0.01, True), (None, False)])
+def test_a_signal_that_vanishes_through_the_layers_at_init_is_caught(fmnist, std, caught):
+    rk.seed_everything(0)
+    report = preflight(plain_cnn(std), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
+    assert ("error" in severities(report, "grad_norms")) == caught, str(report)
