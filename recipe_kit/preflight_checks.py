@@ -963,13 +963,21 @@ def check_train_mode(pipe, report):
 def check_batch_order(pipe, report):
     """What each step trains on: the batch it is given (not one it fetches itself), from a loader that
     neither repeats one batch nor groups the samples by label."""
-    if step_ignores_its_batch(pipe):
+    reach = batch_reach(pipe)
+    if reach == "all":
         report.add("batch_order", "error", "train_step computes the same gradient from two different batches "
                    "(same weights, same seed): it ignores the batch it is given and trains on another one, e.g. "
                    "next(iter(loader)) inside the step (always the loader's first batch) or a batch captured "
                    "once.", "Train on the batch argument of train_step(model, batch, loss_fn, optimizer) and "
                    "iterate the loader in the loop (for batch in loader); stage 2.", "train_step")
         return None
+    if reach:
+        report.add("batch_order", "error", f"replacing the {reach} quarter of the batch leaves train_step's gradient "
+                   "exactly the same (same weights, same seed): those samples never reach the loss. The step "
+                   "counts only part of its batch, e.g. micro-batches whose losses are overwritten instead of "
+                   "summed (only the last one is backpropagated), or a hard-example selection that keeps a few "
+                   "samples.", "Backpropagate every micro-batch's loss (loss / k each), and keep hard-example "
+                   "mining to a large share of the batch; stage 2.", "train_step")
     stream = pipe["stream"]
     if stream is None:
         return "train is not a loader: preflight draws its own shuffled batches (pass your DataLoader to check its order)"
@@ -1007,18 +1015,29 @@ def check_batch_order(pipe, report):
         report.add("batch_order", "warning", said + ": batches are partly grouped by label.", hint, "train")
 
 
-def step_ignores_its_batch(pipe):
-    """True when two disjoint batches give train_step's backward exactly the same gradients."""
+def batch_reach(pipe):
+    """What of the batch given to train_step reaches its gradient: None when all of it does; "all" when the
+    gradient is the same for a disjoint batch; "first" / "last" when replacing that quarter of the samples
+    leaves it unchanged (same weights, same seed each call)."""
     model = fresh_model(pipe)
     opt = make_optimizer_for(pipe, model)
     if foreign_params(model, opt):
-        return False
-    batches = batches_from(pipe, 0, 2, min(pipe["batch_size"], 64))
-    if torch.equal(batches[0][0], batches[1][0]):
-        return False
-    grads = run_steps(pipe, model, opt, batches, reseed=pipe["seed"], restore=True)["backward_grads"]
-    return bool(grads[0]) and grads[0].keys() == grads[1].keys() and all(
-        torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+        return None
+    size = min(pipe["batch_size"], 64)
+    (x, y), (xo, yo) = batches_from(pipe, 0, 2, size)
+    if size < 4 or torch.equal(x, xo):
+        return None
+    q = size // 4
+    first = (torch.cat([xo[:q], x[q:]]), torch.cat([yo[:q], y[q:]]))
+    last = (torch.cat([x[:-q], xo[-q:]]), torch.cat([y[:-q], yo[-q:]]))
+    grads = run_steps(pipe, model, opt, [(x, y), (xo, yo), first, last], reseed=pipe["seed"],
+                      restore=True)["backward_grads"]
+    same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    if not any(g.any() for g in grads[0].values()):
+        return None                                   # no gradient at all: param_grads says so
+    if same(grads[0], grads[1]):
+        return "all"
+    return next((part for part, g in (("first", grads[2]), ("last", grads[3])) if same(grads[0], g)), None)
 
 
 def entropy(labels, C):

@@ -218,3 +218,23 @@ def test_a_signal_that_vanishes_through_the_layers_at_init_is_caught(fmnist, std
     rk.seed_everything(0)
     report = preflight(plain_cnn(std), fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
     assert ("error" in severities(report, "grad_norms")) == caught, str(report)
+
+
+def test_a_step_whose_loss_counts_part_of_its_batch_is_caught(fmnist):
+    def half_step(model, batch, loss_fn, optimizer):         # BUG: a slicing typo keeps the second half only
+        x, y = batch
+        return rk.bugs.standard_step(model, (x[len(x) // 2:], y[len(y) // 2:]), loss_fn, optimizer)
+
+    def ohem_step(model, batch, loss_fn, optimizer):         # right: online hard-example mining, top 70%
+        x, y = batch
+        optimizer.zero_grad()
+        per_sample = nn.functional.cross_entropy(model(x), y, reduction="none")
+        loss = per_sample.topk(int(0.7 * len(y))).values.mean()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    for step, caught in ((half_step, True), (ohem_step, False)):
+        rk.seed_everything(0)
+        report = preflight(rk.bugs.mlp(), fmnist, nn.CrossEntropyLoss(), ADAM, step, budget="fast")
+        assert ("error" in severities(report, "batch_order")) == caught, str(report)
