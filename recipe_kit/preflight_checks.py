@@ -40,6 +40,7 @@ MIN_OUTPUTS, MIN_BCE_OUTPUTS = 64, 16   # fewer outputs than this prove nothing 
 INPUT_CONSTANT = 1e-6    # std / max(1, |mean|) below: every input the same (forward_ignores_input: 0)
 INPUT_ERROR = 20         # worst above: unnormalized_inputs 90
 INPUT_WARNING = 4        # worst above: warning
+INPUT_TWICE = 2.0        # worst above (with std > 1): warning, stretched inputs; normalized_twice 2.83, clean see section 12
 INPUT_STD_LOW = 0.1      # std below: warning; clean std >= 0.79; divided_by_255_twice 0.0039
 # loss_at_init: L = loss at init, uniform = -log(1/C), prior = label-marginal entropy. L / uniform: clean
 # 0.995-1.18, unnormalized_inputs 24, huge_init 125; L / prior: clean 1.01-1.2.
@@ -232,6 +233,12 @@ def check_input_scale(pipe, report):
     elif worst > INPUT_WARNING or std < INPUT_STD_LOW:
         report.add("input_scale", "warning", what + " - not standardized (mean 0, std 1): training will "
                    "be slower and more sensitive to lr.", hint, name, **details)
+    elif worst > INPUT_TWICE and std > 1:
+        report.add("input_scale", "warning", what + f" - spread {std:.3g}x wider than standardized inputs (std 1): "
+                   "data standardized twice (or by a std far smaller than its own) look like this, since "
+                   "dividing standardized values by the data's std again (0.2 .. 0.5 for pixels in 0..1) stretches "
+                   "them 2-5x.", "Standardize once, with the statistics of the data as it is at that point "
+                   "(rk.channel_stats on the raw training images); stage 1.", name, **details)
 
 
 def several_outputs(pipe):

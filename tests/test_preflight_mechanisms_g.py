@@ -119,3 +119,19 @@ def test_class_weights_in_another_order(fmnist):
     assert "order" in next(p.message for p in bug.problems if p.check == "loss_classes")
     fixed = only("loss_classes", mlp(4), (x4, y4), nn.CrossEntropyLoss(weight=by_id), ADAM)
     assert not flagged(fixed, "loss_classes") and "loss_classes" in fixed.passed
+
+
+def conv():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                         nn.Linear(128, 10))
+
+
+def test_inputs_standardized_twice(fmnist):
+    """Standardized images standardized again with the training set's own (raw 0..1) statistics."""
+    x, y = fmnist
+    twice = (x - 0.2860) / 0.3530
+    bug = only("input_scale", conv(), (twice, y), nn.CrossEntropyLoss(), ADAM)
+    assert "warning" in flagged(bug, "input_scale")
+    assert "standardized twice" in next(p.message for p in bug.problems if p.check == "input_scale")
+    fixed = only("input_scale", conv(), (x, y), nn.CrossEntropyLoss(), ADAM)
+    assert not flagged(fixed, "input_scale") and "input_scale" in fixed.passed
