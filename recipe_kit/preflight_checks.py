@@ -99,7 +99,9 @@ FAIL_LOSS_REGRESSION = 0.95
 # The probability loss_fn wants on a hard label at its optimum (free logits fitted for LABEL_FIT_STEPS):
 # plain cross-entropy and focal losses ~1, label smoothing 0.1 0.91; label_smoothing=0.9 (meant as the
 # confidence) 0.19. Error below LABEL_SHARE_MIN.
-LABEL_FIT_STEPS, LABEL_SHARE_MIN = 100, 0.5
+# Only judged when raising the label's logit by LABEL_PUSH beyond the fit raises the loss (MultiMarginLoss's
+# optimum only needs a margin of 1, a share of ~0.23 for 10 classes, but it is flat beyond it).
+LABEL_FIT_STEPS, LABEL_SHARE_MIN, LABEL_PUSH = 100, 0.5, 2.0
 MEMORIZED = 0.7          # end / start of the training loss below this: the run memorizes, labels misaligned
 
 
@@ -1011,7 +1013,10 @@ def check_overfit_batch(pipe, report):
 
 def label_share_at_optimum(pipe, y):
     """The probability a classification loss wants on the label of a hard-labelled sample: free logits,
-    one set per sample, fitted to loss_fn alone (Adam at lr 0.5, LABEL_FIT_STEPS). None when it does not apply."""
+    one set per sample, fitted to loss_fn alone (Adam at lr 0.5, LABEL_FIT_STEPS). 1 when the loss does not
+    rise as the label's logit grows past that fit (cross-entropy keeps falling, a margin loss is flat
+    beyond its margin): only a loss that penalizes confidence has an unsure optimum. None when it does not
+    apply."""
     C, out_shape = pipe["num_classes"], pipe["out_shape"]
     if C is None or pipe["several_outputs"] or y.is_floating_point() or not out_shape or out_shape[0] != C:
         return None
@@ -1034,6 +1039,13 @@ def label_share_at_optimum(pipe, y):
     labelled = (y >= 0) & (y < C)
     if not labelled.any():
         return None
+    surer = z + LABEL_PUSH * F.one_hot(y.clamp(0, C - 1), C).movedim(-1, 1) * labelled.unsqueeze(1)
+    with torch.no_grad():
+        scored = [F.log_softmax(t, 1) if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll" else t
+                  for t in (z, surer)]
+        penalized = float(pipe["loss_fn"](scored[1], y)) > float(pipe["loss_fn"](scored[0], y)) + 1e-6
+    if not penalized:          # a margin loss (MultiMarginLoss) is flat beyond its margin: not unsure, done
+        return 1.0
     share = F.softmax(z.detach(), 1).gather(1, y.clamp(0, C - 1).unsqueeze(1)).squeeze(1)
     return share[labelled].mean().item()
 

@@ -60,7 +60,8 @@ def smoothed_by_hand(confidence):
 @pytest.mark.parametrize("loss_fn, unsure", [(nn.CrossEntropyLoss(label_smoothing=0.7), True),
                                              (smoothed_by_hand(0.3), True),
                                              (nn.CrossEntropyLoss(label_smoothing=0.05), False),
-                                             (smoothed_by_hand(0.9), False)])
+                                             (smoothed_by_hand(0.9), False),
+                                             (nn.MultiMarginLoss(), False)])
 def test_a_loss_whose_best_answer_is_unsure(fmnist, loss_fn, unsure):
     report = only("overfit_batch", mlp(), fmnist, loss_fn, ADAM, budget="full")
     share = report.details["stats"]["overfit_batch"]["label_share_at_optimum"]
