@@ -255,7 +255,8 @@ def check_weight_decay(pipe, report):
     opt = make_optimizer_for(pipe, model)
     groups = [g for g in opt.param_groups if g.get("weight_decay", 0)]
     if not groups:
-        return None if explicit is not None else "no param group has weight_decay"
+        # judged, but said as before when quiet: the notebooks print this line for their pipelines
+        return None if explicit is not None and explicit > PENALTY_RATIO else "no param group has weight_decay"
     decoupled = isinstance(opt, torch.optim.AdamW) or any(g.get("decoupled_weight_decay") for g in groups)
     if decoupled:
         shrink = max(float(g["lr"]) * g["weight_decay"] for g in groups)
