@@ -40,7 +40,7 @@ MIN_OUTPUTS, MIN_BCE_OUTPUTS = 64, 16   # fewer outputs than this prove nothing 
 INPUT_CONSTANT = 1e-6    # std / max(1, |mean|) below: every input the same (forward_ignores_input: 0)
 INPUT_ERROR = 20         # worst above: unnormalized_inputs 90
 INPUT_WARNING = 4        # worst above: warning
-INPUT_TWICE = 2.0        # worst above (with std > 1): warning, stretched inputs; normalized_twice 2.83, clean see section 12
+INPUT_TWICE = 2.0        # worst above (with std > 1): warning, stretched; normalized_twice 2.83, clean <= 1.12 (49)
 INPUT_STD_LOW = 0.1      # std below: warning; clean std >= 0.79; divided_by_255_twice 0.0039
 # loss_at_init: L = loss at init, uniform = -log(1/C), prior = label-marginal entropy. L / uniform: clean
 # 0.995-1.18, unnormalized_inputs 24, huge_init 125; L / prior: clean 1.01-1.2.
