@@ -748,10 +748,12 @@ def check_step_updates(pipe, report):
                    "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
 
 
-def hook_count(model):
-    """Hooks on the model's modules and parameters: what a step may add without changing a weight."""
+def hook_count(model, opt):
+    """Hooks on the model's modules and parameters and on the optimizer: what a step may add without
+    changing a weight."""
     n = sum(len(d) for m in model.modules() for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks,
                                                       m._backward_pre_hooks))
+    n += sum(len(getattr(opt, a, None) or {}) for a in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"))
     return n + sum(len(p._backward_hooks or {}) + len(getattr(p, "_post_accumulate_grad_hooks", None) or {})
                    for p in model.parameters())
 
@@ -768,7 +770,7 @@ def hooks_grow(pipe, report):
     counts = []
     for _ in range(HOOK_CALLS):
         call_step(pipe, model, batch, opt)
-        counts.append(hook_count(model))
+        counts.append(hook_count(model, opt))
     note(report, "step_updates", hooks_after_calls=counts)
     if all(b > a for a, b in zip(counts[1:], counts[2:])):
         added = counts[-1] - counts[-2]

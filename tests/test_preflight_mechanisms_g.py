@@ -85,6 +85,15 @@ def test_a_forward_hook_registered_in_every_step(fmnist):
     assert not flagged(fixed, "step_updates")
 
 
+def test_an_optimizer_hook_registered_in_every_step(fmnist):
+    """A step hook on the optimizer (logging the lr) added at every call stacks like a module hook."""
+    def step(model, batch, loss_fn, optimizer):
+        optimizer.register_step_post_hook(lambda opt, args, kwargs: None)
+        return rk.bugs.standard_step(model, batch, loss_fn, optimizer)
+    bug = only("step_updates", mlp(), fmnist, nn.CrossEntropyLoss(), ADAM, step)
+    assert "error" in flagged(bug, "step_updates")
+
+
 def penalized_step(lam):
     """An L2 penalty on every parameter (biases too) added to the loss inside the step, under SGD."""
     def step(model, batch, loss_fn, optimizer):
