@@ -4,8 +4,8 @@
 
 Every check records the numbers it compares with its named thresholds in report.details["stats"]
 (preflight_checks.note). This runs preflight(budget="full") on the correct pipelines (clean:
-correct_pipelines.CORRECT, bugs_blind.CORRECT_BLIND and bugs.clean) and on every pipeline bug of
-bugs.py, bugs_heldout.py and bugs_blind.py, then prints per statistic the range over the clean
+correct_pipelines.CORRECT, the CORRECT_BLIND* lists of bugs_blind*.py and bugs.clean) and on every
+pipeline bug of bugs.py, bugs_heldout.py and bugs_blind*.py (the blind catalogs after their blind run), then prints per statistic the range over the clean
 pipelines and the value on each bug that the check flagged. The comments next to the thresholds in
 preflight_checks.py and preflight_mechanisms.py quote this output. A few minutes on 2 CPU cores.
 """
@@ -16,18 +16,19 @@ from collections import defaultdict
 import torch
 
 import recipe_kit as rk
-from recipe_kit import bugs, bugs_blind, bugs_heldout, correct_pipelines
+from recipe_kit import bugs, bugs_blind, bugs_blind2, bugs_blind3, bugs_heldout, correct_pipelines
 from recipe_kit.preflight import preflight
 
 
 def pipelines():
     """(name, build, clean?) for every pipeline the thresholds are measured on."""
     yield "clean", bugs.clean, True
-    for p in correct_pipelines.CORRECT + bugs_blind.CORRECT_BLIND:
+    for p in (correct_pipelines.CORRECT + bugs_blind.CORRECT_BLIND + bugs_blind2.CORRECT_BLIND2
+              + bugs_blind3.CORRECT_BLIND3):
         yield p.name, p.build, True
     for b in bugs.CATALOG:
         yield b.name, b.build, False
-    for b in bugs_heldout.HELD_OUT + bugs_blind.BLIND:
+    for b in bugs_heldout.HELD_OUT + bugs_blind.BLIND + bugs_blind2.BLIND2 + bugs_blind3.BLIND3:
         if b.kind == "pipeline":
             yield b.name, b.build, False
 

@@ -41,6 +41,7 @@ MIN_OUTPUTS, MIN_BCE_OUTPUTS = 64, 16   # fewer outputs than this prove nothing 
 INPUT_CONSTANT = 1e-6    # std / max(1, |mean|) below: every input the same (forward_ignores_input: 0)
 INPUT_ERROR = 20         # worst above: unnormalized_inputs 90
 INPUT_WARNING = 4        # worst above: warning
+INPUT_TWICE = 2.0        # worst above (with std > 1): warning, stretched; normalized_twice 2.83, clean <= 1.12 (49)
 INPUT_STD_LOW = 0.1      # std below: warning; clean std >= 0.79; divided_by_255_twice 0.0039
 # loss_at_init: L = loss at init, uniform = -log(1/C), prior = label-marginal entropy. L / uniform: clean
 # 0.995-1.18, unnormalized_inputs 24, huge_init 125; L / prior: clean 1.01-1.2.
@@ -64,6 +65,7 @@ UPDATE_HIGH = 0.5        # warning above
 # on 600 Fashion-MNIST images: the 39 correct pipelines of all catalogs <= 4.4e-5 (lstm_rows), the other
 # planted bugs <= 9.8e-5; adam_eps_one (eps 1.0) 17.8.
 EPS_DOMINATES = 1.0
+HOOK_CALLS = 4           # hooks counted after each of these calls: clean constant after call 1; hook per step +n
 UPDATE_TINY = 1e-5       # warning below; clean >= 4.2e-4; loss_scale_not_undone 7e-7, clip_norm_far_too_small 1e-6
 EXPLODE_FACTOR, EXPLODE_MARGIN = 10, 5   # last / first loss: clean <= 1.02; lr_far_too_high 1.6e12
 JUMP_FACTOR, JUMP_MARGIN = 3, 1          # > 3 |first| + 1: warning
@@ -103,6 +105,12 @@ OVERFIT_WARNING_AUGMENTED = 0.9
 BEAT_LOSS, BEAT_LOSS_REGRESSION = 0.9, 0.8  # passes below (and with accuracy above the majority's)
 FAIL_ACC_GAIN = 0.25     # error when not even a quarter of the way from majority accuracy to 100%
 FAIL_LOSS_REGRESSION = 0.95
+# The probability loss_fn wants on a hard label at its optimum (free logits fitted for LABEL_FIT_STEPS):
+# plain cross-entropy and focal losses ~1, label smoothing 0.1 0.91; label_smoothing=0.9 (meant as the
+# confidence) 0.19. Error below LABEL_SHARE_MIN.
+# Only judged when raising the label's logit by LABEL_PUSH beyond the fit raises the loss (MultiMarginLoss's
+# optimum only needs a margin of 1, a share of ~0.23 for 10 classes, but it is flat beyond it).
+LABEL_FIT_STEPS, LABEL_SHARE_MIN, LABEL_PUSH = 100, 0.5, 2.0
 MEMORIZED = 0.7          # end / start of the training loss below this: the run memorizes, labels misaligned
 
 
@@ -241,6 +249,12 @@ def check_input_scale(pipe, report):
     elif worst > INPUT_WARNING or std < INPUT_STD_LOW:
         report.add("input_scale", "warning", what + " - not standardized (mean 0, std 1): training will "
                    "be slower and more sensitive to lr.", hint, name, **details)
+    elif worst > INPUT_TWICE and std > 1:
+        report.add("input_scale", "warning", what + f" - spread {std:.3g}x wider than standardized inputs (std 1): "
+                   "data standardized twice (or by a std far smaller than its own) look like this, since "
+                   "dividing standardized values by the data's std again (0.2 .. 0.5 for pixels in 0..1) stretches "
+                   "them 2-5x.", "Standardize once, with the statistics of the data as it is at that point "
+                   "(rk.channel_stats on the raw training images); stage 1.", name, **details)
 
 
 def several_outputs(pipe):
@@ -306,6 +320,9 @@ def check_output_activation(pipe, report):
                        "predicted probabilities stay within (0.5, 0.73) and gradients shrink.",
                        "Remove the final sigmoid (feed logits), or use nn.BCELoss on probabilities; stage 2.",
                        probe(pipe)["last"][0] if isinstance(probe(pipe)["last"][1], SQUASHERS) else "forward")
+        return None
+    if kind is None and is_bce_on_probabilities(pipe["loss_fn"]) and labels_compete(pipe, report) \
+            and pipe["num_classes"] is None:
         return None
     if kind is None and pipe["num_classes"] is not None:
         return loss_prefers_right_answer(pipe, report)
@@ -417,6 +434,41 @@ def loss_prefers_right_answer(pipe, report):
                    "swapped in the loss).", "Check the loss's sign and its argument order; stage 2.", "loss_fn",
                    uniform=uniform, right=right)
     return None
+
+
+def labels_compete(pipe, report):
+    """Binary cross-entropy scores each output as an independent yes/no: several labels can be true at once.
+    Outputs whose every row sums to 1 (a softmax) make them compete, so multi-hot targets cannot be fitted.
+    Returns True when it could judge (several outputs per sample, float targets of their shape)."""
+    out, y = probe(pipe)["out"].float(), probe(pipe)["y"]
+    if out.ndim < 2 or out.shape[1] < 2 or tuple(y.shape) != tuple(out.shape) or not y.is_floating_point():
+        return False
+    sums, hot = out.sum(1), y.sum(1)
+    normalized = bool((out >= 0).all()) and (sums - 1).abs().max().item() < SUM_TOL
+    several = (hot - 1).abs().max().item() > SUM_TOL        # rows with 0 or >= 2 true labels: independent labels
+    note(report, "output_activation", row_sum_spread=(sums - 1).abs().max().item())
+    if normalized and several:
+        where = probe(pipe)["last"][0] if isinstance(probe(pipe)["last"][1], SQUASHERS) else "forward"
+        report.add("output_activation", "error", f"binary cross-entropy scores each of the {out.shape[1]} outputs as "
+                   f"an independent yes/no, but every row of outputs sums to 1 (a softmax over dim 1) while the "
+                   f"targets have {hot.min().item():.3g}..{hot.max().item():.3g} true labels per sample: the labels "
+                   "compete, so two true labels can never both get a high probability.",
+                   "For multi-label targets use a sigmoid per output (or raw logits with nn.BCEWithLogitsLoss), "
+                   "not a softmax; stage 2.", where)
+    return True
+
+
+def is_bce_on_probabilities(loss_fn):
+    """Does loss_fn compute binary cross-entropy on probabilities (nn.BCELoss or its equal)?"""
+    if isinstance(loss_fn, nn.BCELoss):
+        return True
+    g = torch.Generator().manual_seed(0)
+    p, t = torch.rand(16, generator=g) * 0.98 + 0.01, torch.randint(0, 2, (16,), generator=g).float()
+    try:
+        with torch.no_grad():
+            return abs(float(loss_fn(p, t)) - F.binary_cross_entropy(p, t).item()) < 1e-5
+    except Exception:
+        return False
 
 
 def is_bce_with_logits(loss_fn):
@@ -706,6 +758,7 @@ def check_step_updates(pipe, report):
         report.add("step_updates", "error", f"optimizer.step() was never called in {len(rec['losses'])} calls of train_step: "
                    "the weights never change.", "Call optimizer.step() after loss.backward(); stage 2.", "train_step")
         return None
+    hooks_grow(pipe, report)
     broken = [n for n in in_opt if not all(torch.isfinite(a[n]).all() for a in after)]
     if broken:
         report.add("step_updates", "error", f"{len(broken)} tensors hold NaN/inf after {len(after)} calls of train_step (losses "
@@ -775,6 +828,40 @@ def check_step_updates(pipe, report):
     elif all(math.isfinite(v) for v in losses) and losses[-1] > JUMP_FACTOR * abs(losses[0]) + JUMP_MARGIN:
         report.add("step_updates", "warning", f"the loss jumped within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
+
+
+def hook_count(model, opt):
+    """Hooks on the model's modules and parameters and on the optimizer: what a step may add without
+    changing a weight."""
+    n = sum(len(d) for m in model.modules() for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks,
+                                                      m._backward_pre_hooks))
+    n += sum(len(getattr(opt, a, None) or {}) for a in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"))
+    return n + sum(len(p._backward_hooks or {}) + len(getattr(p, "_post_accumulate_grad_hooks", None) or {})
+                   for p in model.parameters())
+
+
+def hooks_grow(pipe, report):
+    """train_step may register a hook once (on its first call); one that registers hooks at every call
+    stacks them: each applies again at every later step, so its effect compounds (a gradient scaled by 0.1
+    becomes 0.1**n at step n) and memory grows. HOOK_CALLS calls on one batch, hooks counted after each."""
+    model = fresh_model(pipe)
+    opt = make_optimizer_for(pipe, model)
+    if foreign_params(model, opt):
+        return
+    batch = batches_from(pipe, 0, 1, min(pipe["batch_size"], 64))[0]
+    counts = []
+    for _ in range(HOOK_CALLS):
+        call_step(pipe, model, batch, opt)
+        counts.append(hook_count(model, opt))
+    note(report, "step_updates", hooks_after_calls=counts)
+    if all(b > a for a, b in zip(counts[1:], counts[2:])):
+        added = counts[-1] - counts[-2]
+        report.add("step_updates", "error", f"every call of train_step registers {added} more hook(s) on the model "
+                   f"({' -> '.join(map(str, counts))} after {HOOK_CALLS} calls): each hook runs again at every later "
+                   "step, so what it does compounds step after step (a gradient hook that scales by 0.1 scales the "
+                   "n-th step's gradient by 0.1**n) and memory grows.",
+                   "Register hooks once, outside train_step (or keep the handle and call handle.remove()); stage 2.",
+                   "train_step", hooks=counts)
 
 
 def eps_over_gradient(opt):
@@ -1055,6 +1142,7 @@ def check_overfit_batch(pipe, report):
         return "make_optimizer ignores its params (see optimizer_params)"
     idx = varied_samples(pipe, OVERFIT_SAMPLES)
     batch = (pipe["x"][idx], pipe["y"][idx])
+    unsure_optimum(pipe, batch[1], report)
     floor = loss_floor(pipe)
     const = float(constant_loss(pipe, constant_baseline(pipe, batch[1]), batch[1]))
     room = max(const - floor, 1e-8)                     # how far a model using its inputs can go below const
@@ -1104,6 +1192,64 @@ def check_overfit_batch(pipe, report):
             return None
         report.add("overfit_batch", "warning", said + ": it learns, slowly.",
                    "Try a larger lr or a bigger model, and check regularization is off; stage 3.", "", **details)
+
+
+def label_share_at_optimum(pipe, y):
+    """The probability a classification loss wants on the label of a hard-labelled sample: free logits,
+    one set per sample, fitted to loss_fn alone (Adam at lr 0.5, LABEL_FIT_STEPS). 1 when the loss does not
+    rise as the label's logit grows past that fit (cross-entropy keeps falling, a margin loss is flat
+    beyond its margin): only a loss that penalizes confidence has an unsure optimum. None when it does not
+    apply."""
+    C, out_shape = pipe["num_classes"], pipe["out_shape"]
+    if C is None or pipe["several_outputs"] or y.is_floating_point() or not out_shape or out_shape[0] != C:
+        return None
+    z = torch.zeros(len(y), *out_shape, device=y.device)
+    m, v = torch.zeros_like(z), torch.zeros_like(z)
+    try:
+        for t in range(1, LABEL_FIT_STEPS + 1):        # Adam by hand: an optimizer would count as the caller's
+            zt = z.clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = F.log_softmax(zt, 1) if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll" else zt
+                loss = pipe["loss_fn"](out, y)
+                if loss.ndim or not torch.isfinite(loss):
+                    return None
+                g, = torch.autograd.grad(loss, zt)
+            m.mul_(0.9).add_(0.1 * g)
+            v.mul_(0.999).add_(0.001 * g * g)
+            z -= 0.5 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+    except Exception:
+        return None
+    labelled = (y >= 0) & (y < C)
+    if not labelled.any():
+        return None
+    surer = z + LABEL_PUSH * F.one_hot(y.clamp(0, C - 1), C).movedim(-1, 1) * labelled.unsqueeze(1)
+    with torch.no_grad():
+        scored = [F.log_softmax(t, 1) if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll" else t
+                  for t in (z, surer)]
+        penalized = float(pipe["loss_fn"](scored[1], y)) > float(pipe["loss_fn"](scored[0], y)) + 1e-6
+    if not penalized:          # a margin loss (MultiMarginLoss) is flat beyond its margin: not unsure, done
+        return 1.0
+    share = F.softmax(z.detach(), 1).gather(1, y.clamp(0, C - 1).unsqueeze(1)).squeeze(1)
+    return share[labelled].mean().item()
+
+
+def unsure_optimum(pipe, y, report):
+    """Every classification loss, at its best for a hard label, puts most of the probability on that label
+    (label smoothing 0.1: 0.91). A loss that is lowest for an unsure answer trains an unsure model."""
+    share = label_share_at_optimum(pipe, y)
+    if share is None:
+        return
+    note(report, "overfit_batch", label_share_at_optimum=share)
+    if share < LABEL_SHARE_MIN:
+        kind = pipe["loss_kind"] or {}
+        why = (f" (label_smoothing={kind['smoothing']:g} spreads {kind['smoothing']:.0%} of the target over all "
+               f"classes: the smoothing is the share taken off the label, not the confidence left on it)"
+               if kind.get("smoothing") else " (a target or penalty that pulls every prediction toward uniform)")
+        report.add("overfit_batch", "error", f"loss_fn is lowest when the model gives the labelled class only "
+                   f"{share:.0%} of the probability{why}: even a perfect fit stays unsure, and the loss hardly "
+                   "rewards getting the answer right.", "Keep the loss's target on the label near 1: "
+                   "label_smoothing is eps = 1 - confidence, typically 0.05 .. 0.2; stage 3.", "loss_fn",
+                   label_share=share)
 
 
 def step_redraws_inputs(pipe, batch, tries=4):
