@@ -238,3 +238,12 @@ def test_a_step_whose_loss_counts_part_of_its_batch_is_caught(fmnist):
         rk.seed_everything(0)
         report = preflight(rk.bugs.mlp(), fmnist, nn.CrossEntropyLoss(), ADAM, step, budget="fast")
         assert ("error" in severities(report, "batch_order")) == caught, str(report)
+
+
+def test_a_zero_initialized_head_is_no_vanishing_signal(fmnist):
+    model = plain_cnn()                                       # PyTorch's init, then a zero-initialized head
+    nn.init.zeros_(model[-1].weight)
+    nn.init.zeros_(model[-1].bias)
+    rk.seed_everything(0)
+    report = preflight(model, fmnist, nn.CrossEntropyLoss(), ADAM, rk.bugs.standard_step, budget="fast")
+    assert not severities(report, "grad_norms"), str(report)
