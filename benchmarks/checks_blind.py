@@ -91,11 +91,12 @@ def summary(bug_rows, clean_rows):
             f"{len(warned)} more ({len(alarms) + len(warned)} of {m} not quiet)"]
 
 
-def run_catalog(doc, label, bugs, correct, make_splits, part, width=38):
-    """Score one later blind catalog and print it: a row per bug (with its declared checks), a row per
+def run_catalog(doc, label, bugs, correct, make_splits, part, width=38, record=None):
+    """Score one blind catalog and print it: a row per bug (with its declared checks), a row per
     correct pipeline or clean split, then the figures. The bugs use the first n Fashion-MNIST training
     images; the clean splits use training images part*n..(part+1)*n and test images part*n/4..(part+1)*n/4,
-    so each catalog's clean data is a slice no other catalog used. doc: the calling script's docstring."""
+    so each catalog's clean data is a slice no other catalog used (the first catalog's, part 0, shares the
+    bugs' images). doc: the calling script's docstring; record: the catalog's blind figures, if recorded."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="Fashion-MNIST training images per pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every problem's message")
@@ -123,35 +124,15 @@ def run_catalog(doc, label, bugs, correct, make_splits, part, width=38):
         for line in messages if args.verbose else ():
             print(f"      {line}")
     print()
+    if record:                                       # the catalog's one blind run, before any change
+        print(record)
+        print("this run (no longer blind once the checks changed after the record):")
     print("\n".join(summary(bug_rows, clean_rows)).replace("blind bugs", f"{label} bugs"))
     print(f"({time.perf_counter() - start:.0f} s wall, torch {torch.__version__}, 1 thread)")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="Fashion-MNIST training images per pipeline")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem's message")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    train, test = rk.load_dataset("fashion-mnist", "train"), rk.load_dataset("fashion-mnist", "test")
-    images, labels = train.images[:args.n], train.labels[:args.n]
-    bug_rows = score_bugs(BLIND, images, labels)
-    for name, verdict, errors, warnings, seconds, messages in bug_rows:
-        print(f"  {name:32s} {verdict:9s} {seconds:5.1f} s  errors: {', '.join(sorted(errors)) or '-'}"
-              f"  warnings: {', '.join(sorted(warnings)) or '-'}")
-        for line in messages if args.verbose else ():
-            print(f"      {line}")
-    clean_rows = score_clean(CORRECT_BLIND, clean_splits(images, labels, test.images[:args.n // 4],
-                                                         test.labels[:args.n // 4]), images, labels)
-    for name, errors, warnings, messages in clean_rows:
-        print(f"  {name:32s} {'ALARM' if errors else 'warned' if warnings else 'quiet':9s} errors: "
-              f"{', '.join(sorted(errors)) or '-'}  warnings: {', '.join(sorted(warnings)) or '-'}")
-        for line in messages if args.verbose else ():
-            print(f"      {line}")
-    print()
-    print(BLIND_RECORD)
-    print("this run (no longer blind once the checks changed after the record):")
-    print("\n".join(summary(bug_rows, clean_rows)))
+    run_catalog(__doc__, "blind", BLIND, CORRECT_BLIND, clean_splits, part=0, width=32, record=BLIND_RECORD)
 
 
 if __name__ == "__main__":
