@@ -460,26 +460,22 @@ def labels_compete(pipe, report):
 
 def is_bce_on_probabilities(loss_fn):
     """Does loss_fn compute binary cross-entropy on probabilities (nn.BCELoss or its equal)?"""
-    if isinstance(loss_fn, nn.BCELoss):
-        return True
-    g = torch.Generator().manual_seed(0)
-    p, t = torch.rand(16, generator=g) * 0.98 + 0.01, torch.randint(0, 2, (16,), generator=g).float()
-    try:
-        with torch.no_grad():
-            return abs(float(loss_fn(p, t)) - F.binary_cross_entropy(p, t).item()) < 1e-5
-    except Exception:
-        return False
+    p = torch.rand(16, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01
+    return isinstance(loss_fn, nn.BCELoss) or computes(loss_fn, F.binary_cross_entropy, p)
 
 
 def is_bce_with_logits(loss_fn):
     """Does loss_fn compute binary cross-entropy on logits? Found by calling it, like loss_kind."""
-    if isinstance(loss_fn, nn.BCEWithLogitsLoss):
-        return True
-    g = torch.Generator().manual_seed(0)
-    z, t = torch.randn(16, generator=g) * 2, torch.randint(0, 2, (16,), generator=g).float()
+    z = torch.randn(16, generator=torch.Generator().manual_seed(0)) * 2
+    return isinstance(loss_fn, nn.BCEWithLogitsLoss) or computes(loss_fn, F.binary_cross_entropy_with_logits, z)
+
+
+def computes(loss_fn, reference, outputs):
+    """Does loss_fn(outputs, t) equal reference(outputs, t) for 16 random binary targets t?"""
+    t = torch.randint(0, 2, (16,), generator=torch.Generator().manual_seed(1)).float()
     try:
         with torch.no_grad():
-            return abs(float(loss_fn(z, t)) - F.binary_cross_entropy_with_logits(z, t).item()) < 1e-5
+            return abs(float(loss_fn(outputs, t)) - reference(outputs, t).item()) < 1e-5
     except Exception:
         return False
 
@@ -1204,14 +1200,15 @@ def label_share_at_optimum(pipe, y):
     C, out_shape = pipe["num_classes"], pipe["out_shape"]
     if C is None or pipe["several_outputs"] or y.is_floating_point() or not out_shape or out_shape[0] != C:
         return None
+    nll = bool(pipe["loss_kind"]) and pipe["loss_kind"]["name"] == "nll"
+    scored = lambda logits: F.log_softmax(logits, 1) if nll else logits      # what loss_fn expects
     z = torch.zeros(len(y), *out_shape, device=y.device)
     m, v = torch.zeros_like(z), torch.zeros_like(z)
     try:
         for t in range(1, LABEL_FIT_STEPS + 1):        # Adam by hand: an optimizer would count as the caller's
             zt = z.clone().requires_grad_(True)
             with torch.enable_grad():
-                out = F.log_softmax(zt, 1) if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll" else zt
-                loss = pipe["loss_fn"](out, y)
+                loss = pipe["loss_fn"](scored(zt), y)
                 if loss.ndim or not torch.isfinite(loss):
                     return None
                 g, = torch.autograd.grad(loss, zt)
@@ -1225,9 +1222,7 @@ def label_share_at_optimum(pipe, y):
         return None
     surer = z + LABEL_PUSH * F.one_hot(y.clamp(0, C - 1), C).movedim(-1, 1) * labelled.unsqueeze(1)
     with torch.no_grad():
-        scored = [F.log_softmax(t, 1) if pipe["loss_kind"] and pipe["loss_kind"]["name"] == "nll" else t
-                  for t in (z, surer)]
-        penalized = float(pipe["loss_fn"](scored[1], y)) > float(pipe["loss_fn"](scored[0], y)) + 1e-6
+        penalized = float(pipe["loss_fn"](scored(surer), y)) > float(pipe["loss_fn"](scored(z), y)) + 1e-6
     if not penalized:          # a margin loss (MultiMarginLoss) is flat beyond its margin: not unsure, done
         return 1.0
     share = F.softmax(z.detach(), 1).gather(1, y.clamp(0, C - 1).unsqueeze(1)).squeeze(1)
