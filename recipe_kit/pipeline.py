@@ -356,7 +356,10 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     Returns a dict with, per call: losses; grads ({param name: grad or None} when optimizer.step() ran,
     or at the end of the call if step() never ran); backward_grads (each .grad right after backward
     accumulated into it, before any clipping, unscaling or zeroing; missing names were not reached by
-    backward); backwards (how many backward passes reached the parameters); step_calls; params
+    backward); first_grads (the same right after the call's first backward: with optimizer.step(closure),
+    as LBFGS takes, the step evaluates the closure several times at other weights, and only the first
+    evaluation is at the call's starting weights); closures (whether step() got a closure);
+    backwards (how many backward passes reached the parameters); step_calls; params
     (snapshots: before the first call, then after each). training: model.training at each forward.
     reseed: re-seed the RNGs before every call; restore: put the first weights back before every call
     (so calls on one batch are identical whatever the optimizer did); until_steps: stop once
@@ -364,15 +367,18 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     """
     named = list(model.named_parameters())
     rec = {"losses": [], "grads": [], "backward_grads": [], "backwards": [], "step_calls": [], "training": [],
-           "params": [{n: p.detach().clone() for n, p in named}], "clips": []}
-    at_step, after_backward, fired = [], {}, {}
+           "params": [{n: p.detach().clone() for n, p in named}], "clips": [], "first_grads": [],
+           "closures": []}
+    at_step, after_backward, first_backward, fired, closure = [], {}, {}, {}, []
 
     def on_step(opt, args, kwargs):
         at_step.append({n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
+        closure.append(any(callable(a) for a in (*args, *kwargs.values())))   # args may hold the optimizer
 
     def on_backward(name):
         def hook(p):
             after_backward[name] = p.grad.detach().clone()
+            first_backward.setdefault(name, after_backward[name])
             fired[name] = fired.get(name, 0) + 1
         return hook
 
@@ -383,7 +389,9 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
         for batch in batches:
             at_step.clear()
             after_backward.clear()
+            first_backward.clear()
             fired.clear()
+            closure.clear()
             if restore:
                 with torch.no_grad():
                     for n, p in named:
@@ -396,6 +404,8 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
             rec["grads"].append(at_step[0] if at_step else
                                 {n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
             rec["backward_grads"].append(dict(after_backward))
+            rec["first_grads"].append(dict(first_backward))
+            rec["closures"].append(any(closure))
             rec["backwards"].append(max(fired.values(), default=0))
             rec["params"].append({n: p.detach().clone() for n, p in named})
             if until_steps is not None and sum(rec["step_calls"]) >= until_steps:
@@ -484,6 +494,12 @@ def constant_baseline(pipe, y, steps=300):
         constant_loss(pipe, c, y).backward()
         opt.step()
     return c.detach() if pipe["out_shape"] is not None else [t.detach() for t in cs]
+
+
+def constant_value(pipe, c, y):
+    """constant_loss as a float (no graph: a loss_fn may add terms that need gradients)."""
+    with torch.no_grad():
+        return float(constant_loss(pipe, c, y))
 
 
 def constant_loss(pipe, c, y):

@@ -20,7 +20,7 @@ import weakref
 
 import torch
 import torch.nn as nn
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from . import preflight_checks as checks
 from . import preflight_mechanisms as mechanisms
@@ -82,7 +82,7 @@ def preflight(model, train, loss_fn, make_optimizer, train_step=None, num_classe
         seed_all(seed)
         pipe = setup(model, train, loss_fn, make_optimizer, train_step or default_train_step,
                      num_classes, seed, device)
-        pipe["own_optimizers"] = own
+        pipe["own_optimizers"], pipe["foreign_optimizers"] = own, foreign
         report.details["setup"] = {k: pipe[k] for k in ("num_classes", "loss_kind", "batch_size", "device")}
         for problem in pipe["problems"]:
             report.add(*problem)
@@ -96,7 +96,7 @@ def preflight(model, train, loss_fn, make_optimizer, train_step=None, num_classe
                 check = getattr(checks, "check_" + name, None) or getattr(mechanisms, "check_" + name)
                 run_check(name, check, pipe, report, reraise=BadInput, explain=explain)
         checks.check_caller_model_untouched(pipe, saved, report)
-    checks.check_caller_optimizer_untouched(foreign, report)
+    checks.check_caller_optimizer_untouched(foreign, model, report)
     return report
 
 
@@ -191,17 +191,25 @@ def foreign_steps_undone(own):
     """Watch every optimizer.step() in the process: one on an optimizer preflight did not build (a global
     `optimizer` inside train_step) is recorded, and its state and parameters are put back on exit."""
     seen = {}   # id -> (optimizer, state_dict copy, [(param, value copy)])
+    inside = [0]   # how deep we are in steps of preflight's own optimizers
 
     def before_step(opt, args, kwargs):
-        if opt not in own and id(opt) not in seen:
+        if opt in own:
+            inside[0] += 1
+        elif not inside[0] and id(opt) not in seen:   # one stepped by an own optimizer's step() is its part
             params = [p for g in opt.param_groups for p in g["params"]]
             seen[id(opt)] = (opt, copy.deepcopy(opt.state_dict()), [(p, p.detach().clone()) for p in params])
 
-    handle = register_optimizer_step_pre_hook(before_step)
+    def after_step(opt, args, kwargs):
+        if opt in own:
+            inside[0] -= 1
+
+    handles = [register_optimizer_step_pre_hook(before_step), register_optimizer_step_post_hook(after_step)]
     try:
         yield seen
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         for opt, state, params in seen.values():
             opt.load_state_dict(state)
             with torch.no_grad():

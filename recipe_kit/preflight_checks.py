@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .checks import NotApplicable  # noqa: F401 (checks may raise it)
 from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, cat_outputs, class_scores,
-                       constant_baseline, constant_loss, foreign_params, fresh_model, joined, loss_floor,
+                       constant_baseline, constant_value, foreign_params, fresh_model, joined, loss_floor,
                        make_optimizer_for, run_steps, trace)
 from .rng import seed_all
 
@@ -278,7 +278,7 @@ def check_loss_at_init(pipe, report):
         unsure -= math.log(C)
     uniform = float(pipe["loss_fn"](unsure, y))           # every class equally likely: -log(1/C)
     seen = torch.cat(pipe["stream"]).to(y.device) if pipe["stream"] else y   # a loader's sampler may rebalance
-    prior = float(constant_loss(pipe, constant_baseline(pipe, seen), seen))   # label-marginal entropy
+    prior = constant_value(pipe, constant_baseline(pipe, seen), seen)   # label-marginal entropy
     L = pr["loss"]
     spread = (scores - scores.mean(1, keepdim=True)).std().item()
     details = {"loss": L, "uniform": uniform, "prior": prior, "logit_std": spread}
@@ -750,9 +750,16 @@ def check_step_updates(pipe, report):
     names = {id(p): n for n, p in model.named_parameters()}
     in_opt = [names[id(p)] for g in opt.param_groups for p in g["params"] if p.requires_grad]
     before, after = rec["params"][0], rec["params"][1:]
+    moved = any(not torch.equal(before[n], a[n]) for a in after for n in in_opt)
+    if sum(rec["step_calls"]) == 0 and moved and not pipe.get("foreign_optimizers"):
+        return ("optimizer.step() never ran, yet the weights change: train_step updates them by hand (the checks "
+                "that watch optimizer.step() cannot judge such a step)")
     if sum(rec["step_calls"]) == 0:
-        report.add("step_updates", "error", f"optimizer.step() was never called in {len(rec['losses'])} calls of train_step: "
-                   "the weights never change.", "Call optimizer.step() after loss.backward(); stage 2.", "train_step")
+        what = ("the weights change only through another optimizer (see caller_untouched)" if moved else
+                "the weights never change")
+        report.add("step_updates", "error", f"the optimizer train_step is given was never stepped in "
+                   f"{len(rec['losses'])} calls of train_step: {what}.",
+                   "Call optimizer.step() on the `optimizer` argument after loss.backward(); stage 2.", "train_step")
         return None
     hooks_grow(pipe, report)
     broken = [n for n in in_opt if not all(torch.isfinite(a[n]).all() for a in after)]
@@ -909,9 +916,14 @@ def check_grad_norms(pipe, report):
     elif spread > GRAD_SPREAD_ERROR:
         report.add("grad_norms", "error", said + ": vanishing gradients - the early layers barely learn.", hint,
                    modules_of([lo])[0], ratios=ratio)
-    elif spread > GRAD_SPREAD_WARNING or ratio[hi] > GRAD_HIGH:
+    elif spread > GRAD_SPREAD_WARNING:
         report.add("grad_norms", "warning", said + ": gradients are badly scaled across layers.", hint,
-                   modules_of([lo if spread > GRAD_SPREAD_WARNING else hi])[0], ratios=ratio)
+                   modules_of([lo])[0], ratios=ratio)
+    elif ratio[hi] > GRAD_HIGH:
+        report.add("grad_norms", "warning", said + ": large gradients, so the loss starts far from where "
+                   "training takes it: inputs or regression targets on a large scale, or an output bias far from "
+                   "the targets' mean.", "Standardize inputs (and regression targets), or set the last bias to the "
+                   "targets' mean (its log for a rate); stage 2 (init well).", modules_of([hi])[0], ratios=ratio)
 
 
 # The forward signal through a stack of weight layers at init: the std of each layer's output. PyTorch's
@@ -988,6 +1000,9 @@ def check_zero_grad(pipe, report):
         return f"optimizer.step() ran {len(at)} times in {len(rec['losses'])} calls (see step_updates)"
     b1, b2 = sum(rec["backwards"][:at[0] + 1]), sum(rec["backwards"][at[0] + 1:at[1] + 1])
     g1, g2 = rec["backward_grads"][at[0]], rec["backward_grads"][at[1]]   # before clipping/unscaling
+    if rec["closures"][at[0]] or rec["closures"][at[1]]:   # step(closure), LBFGS: its later evaluations run at
+        b1 = b2 = 1                                       # other weights, so compare each call's first backward
+        g1, g2 = rec["first_grads"][at[0]], rec["first_grads"][at[1]]
     names = {id(p): n for n, p in model.named_parameters()}
     stepped = {names[id(p)] for g in opt.param_groups for p in g["params"]}   # zero_grad() clears only these
     common = [n for n in g1 if n in g2 and n in stepped]
@@ -1141,7 +1156,7 @@ def check_overfit_batch(pipe, report):
     batch = (pipe["x"][idx], pipe["y"][idx])
     unsure_optimum(pipe, batch[1], report)
     floor = loss_floor(pipe)
-    const = float(constant_loss(pipe, constant_baseline(pipe, batch[1]), batch[1]))
+    const = constant_value(pipe, constant_baseline(pipe, batch[1]), batch[1])
     room = max(const - floor, 1e-8)                     # how far a model using its inputs can go below const
     losses = []
     for step in range(OVERFIT_STEPS):
@@ -1311,7 +1326,7 @@ def check_beats_baseline(pipe, report):
     if foreign_params(model, opt):
         return "make_optimizer ignores its params (see optimizer_params)"
     c = constant_baseline(pipe, yt)
-    base_loss = float(constant_loss(pipe, c, yh))
+    base_loss = constant_value(pipe, c, yh)
     classify = pipe["num_classes"] is not None
     if classify:
         majority = torch.bincount(yt.reshape(-1).cpu().clamp(min=0)).argmax().item()
@@ -1363,21 +1378,50 @@ def check_caller_model_untouched(pipe, saved, report):
                if k in tensors and not torch.equal(v.detach(), tensors[k])]
     changed += [n + ".grad" for (n, p), g in zip(pipe["model"].named_parameters(), grads)
                 if (p.grad is None) != (g is None) or (g is not None and not torch.equal(p.grad, g))]
-    if changed:
+    if changed and all(n.endswith(".grad") for n in changed) and loss_reads_caller_model(pipe):
+        report.add("caller_untouched", "warning", f"running train_step changed the gradients of {len(changed)} "
+                   "parameters of the model you passed, but none of its weights (preflight only runs copies, and has "
+                   "restored them): loss_fn reads a global model, e.g. a penalty summed over `model.parameters()`. "
+                   "In your own loop that is right only while that global is the "
+                   "model being trained; preflight's copies train without that term.",
+                   "Compute such a term in train_step from its `model` argument; stage 2.", listed(changed))
+    elif changed:
         report.add("caller_untouched", "error", f"running train_step / make_optimizer changed {len(changed)} tensors "
                    "of the model you passed (preflight only runs copies, and has restored them): they use a global "
                    "model instead of the model/params they are given, so training would update the wrong one.",
                    "Use the `model` argument in train_step and `params` in make_optimizer; stage 2.", listed(changed))
 
 
-def check_caller_optimizer_untouched(foreign, report):
-    """train_step must step the optimizer it is given: stepping a global one trains the wrong model."""
+def loss_reads_caller_model(pipe):
+    """Does loss_fn itself (a penalty over a global `model`) put gradients into the caller's parameters?"""
+    caller = [p for p in pipe["model"].parameters() if p.requires_grad]
+    before = [None if p.grad is None else p.grad.clone() for p in caller]
+    x, y = batches_from(pipe, 0, 1, 8)[0]
+    try:
+        pipe["loss_fn"](fresh_model(pipe)(x), y).backward()
+    except Exception:
+        return False
+    return any((p.grad is None) != (b is None) or (b is not None and not torch.equal(p.grad, b))
+               for p, b in zip(caller, before))
+
+
+def check_caller_optimizer_untouched(foreign, model, report):
+    """train_step must step the optimizer it is given: stepping a global one trains the wrong model, and one
+    it builds itself (at every call) starts its momentum and Adam moments from zero at every step."""
     if not foreign:
         return
     opts = [opt for opt, _, _ in foreign.values()]
     size = sum(len(g["params"]) for opt in opts for g in opt.param_groups)
-    report.add("caller_untouched", "error", f"train_step called step() on {len(opts)} optimizer(s) it was not "
-               f"given ({', '.join(type(o).__name__ for o in opts)}, {size} tensors): a global `optimizer` inside "
-               "the step. Training then updates that optimizer's parameters and momentum, not the model being "
-               "trained (preflight has put that optimizer's state and parameters back).",
-               "Use the `optimizer` argument of train_step, never a global one; stage 2.", "train_step")
+    caller = {id(p) for p in model.parameters()}
+    said = f"train_step called step() on {len(opts)} optimizer(s) it was not given ({', '.join(sorted({type(o).__name__ for o in opts}))}, {size} tensors)"
+    if any(id(p) in caller for opt in opts for g in opt.param_groups for p in g["params"]):
+        report.add("caller_untouched", "error", said + ": a global `optimizer` inside the step. Training then "
+                   "updates that optimizer's parameters and momentum, not the model being trained (preflight has "
+                   "put that optimizer's state and parameters back).",
+                   "Use the `optimizer` argument of train_step, never a global one; stage 2.", "train_step")
+    else:
+        report.add("caller_untouched", "error", said + ", built on the parameters of the model it is given: an "
+                   "optimizer created inside train_step. Its state (momentum, Adam's moments, the schedule) starts "
+                   "from zero at every call, and the one make_optimizer built is never stepped.",
+                   "Build the optimizer once, outside the loop, and step the `optimizer` argument; stage 2.",
+                   "train_step")

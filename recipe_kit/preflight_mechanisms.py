@@ -172,24 +172,29 @@ def unregistered_attributes(model):
 def learning_rates(pipe, calls):
     """(the largest lr over the param groups at each of `calls` calls of train_step, the largest lr the
     learner set: a scheduler's initial_lr, whether a scheduler is attached). A fresh copy, batches of 2
-    samples: the schedule is the point, not the weights. Without a scheduler (no initial_lr) and with
-    the lr unchanged after LR_CONSTANT_CALLS calls, it stops there: nothing schedules the lr."""
+    samples: the schedule is the point, not the weights - except for a ReduceLROnPlateau, whose schedule
+    follows the metric it is fed, so it gets the learner's batch size and a model that learns. Without a
+    scheduler (no initial_lr) and with the lr unchanged after LR_CONSTANT_CALLS calls, it stops there:
+    nothing schedules the lr."""
     model = fresh_model(pipe)
     opt = make_optimizer_for(pipe, model)
     scheduled = lambda: any("initial_lr" in g for g in opt.param_groups)   # every LRScheduler sets it
-    lrs = []
+    on_metric = any(issubclass(type(o), torch.optim.lr_scheduler.ReduceLROnPlateau) and o.optimizer is opt
+                    for o in gc.get_objects())
+    base = lambda: max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
+    lrs, set_lr = [], base()           # a ReduceLROnPlateau sets no initial_lr: the lr before any step
     hook = opt.register_step_pre_hook(lambda o, a, k: lrs.append(max(float(g.get("lr", 0.0)) for g in o.param_groups)))
     try:
-        for i, batch in enumerate(batches_from(pipe, 0, calls, 2)):
+        for i, batch in enumerate(batches_from(pipe, 0, calls, pipe["batch_size"] if on_metric else 2)):
             if not math.isfinite(call_step(pipe, model, batch, opt)):
                 break
-            if i + 1 == LR_CONSTANT_CALLS and not scheduled() and len(set(lrs)) <= 1:
+            if i + 1 == LR_CONSTANT_CALLS and not scheduled() and not on_metric and len(set(lrs)) <= 1:
                 break
     finally:
         hook.remove()
-    base = max(float(g.get("initial_lr", g.get("lr", 0.0))) for g in opt.param_groups)
     pipe["cache"]["stale_schedulers"] = stale_schedulers(model, opt)
-    return lrs, base, scheduled()
+    pipe["cache"]["lr_on_metric"] = on_metric
+    return lrs, (set_lr if on_metric else base()), scheduled()
 
 
 SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -242,6 +247,14 @@ def check_lr_schedule(pipe, report):
     if top[low] <= 0 or lrs[low] >= LR_FLOOR * top[low]:
         return None
     peak = lrs.index(top[low])
+    if pipe["cache"].get("lr_on_metric"):
+        report.add("lr_schedule", "error", f"the learning rate falls from {lrs[peak]:.3g} (step {peak}) to "
+                   f"{lrs[low]:.3g} by step {low}, cut by a ReduceLROnPlateau: the metric it is fed never counts "
+                   "as improving while the model learns - mode='min' (the default) fed a metric that should rise "
+                   "(accuracy), or a patience of a few steps for a scheduler stepped every batch.",
+                   "Use mode='max' for accuracy-like metrics, feed it a validation metric once per epoch; "
+                   "stage 5.", "train_step", lrs=lrs)
+        return None
     report.add("lr_schedule", "error", f"the learning rate falls from {lrs[peak]:.3g} (step {peak}) to "
                f"{lrs[low]:.3g} by step {low}: after {low} steps training has all but stopped. A schedule meant "
                "per epoch (StepLR, MultiStepLR, CosineAnnealingLR with T_max=epochs) is stepped every batch.",
