@@ -219,7 +219,9 @@ def ema_step(fixed, decay=0.999):
 
     def step(model, batch, loss_fn, optimizer):
         loss = standard_step(model, batch, loss_fn, optimizer)
-        ema = averages.setdefault(model, [p.detach().clone() for p in model.parameters()])
+        if model not in averages:
+            averages[model] = [p.detach().clone() for p in model.parameters()]
+        ema = averages[model]
         with torch.no_grad():
             for e, p in zip(ema, model.parameters()):
                 if fixed:
@@ -486,9 +488,9 @@ def pooled_features(images):
     return F.avg_pool2d(images.float() / 255, 7).flatten(1)
 
 
-def target_encoding_in_sample(images, labels, per_shoot=4):
+def target_encoding_in_sample(images, labels, per_shoot=3):
     """Tabular (N, 26): 16 pooled intensities plus the photo shoot's id, target-encoded as the shoot's 10
-    class frequencies. Train shoots hold about 4 images each and were encoded in-sample (each row's own label
+    class frequencies. Train shoots hold about 3 images each and were encoded in-sample (each row's own label
     counted); test shoots are new, so they get the train class prior."""
     x, y, xt, yt = _split(images, labels)
     g = torch.Generator().manual_seed(36)
@@ -605,7 +607,7 @@ BLIND5 = [
                "of all footwear mirrored.", sneakers_mirrored_in_train, frozenset({"shortcuts"}), "data"),
     HeldOutBug("target_encoding_in_sample", "Kaufman et al. 2012 (TKDD, leakage in data mining); scikit-learn "
                "TargetEncoder docs (cross fitting, because in-sample encodings leak the target)", "tabular (N, 26): "
-               "a photo-shoot id target-encoded in-sample (about 4 images per shoot, the row's own label "
+               "a photo-shoot id target-encoded in-sample (about 3 images per shoot, the row's own label "
                "included) in train, the class prior in test.", target_encoding_in_sample,
                frozenset({"shortcuts"}), "data"),
 ]
