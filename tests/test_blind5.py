@@ -178,6 +178,24 @@ def test_random_resized_crop_imagenet_scale(fmnist):
     assert shortest[False] < 0.5 < 0.65 < shortest[True], shortest
 
 
+def test_mask_flipped_on_other_axis(fmnist):
+    """Whenever the step flips, the mask it trains on is the mask of the flipped image only with the fix."""
+    for fixed in (False, True):
+        model, train, loss_fn, _, step = parts("mask_flipped_on_other_axis", fmnist, fixed)
+        seen = []
+        loss_fn = (lambda f: lambda out, m: (seen.append(m), f(out, m))[1])(loss_fn)
+        xs = []
+        handle = model.register_forward_pre_hook(lambda mod, args: xs.append(args[0]))
+        for i in range(8):
+            step(model, batch(train, i * 64), loss_fn, frozen(model))
+        handle.remove()
+        flipped = [not torch.equal(x, batch(train, i * 64)[0]) for i, x in enumerate(xs)]
+        assert 0 < sum(flipped) < 8
+        fits = [torch.equal(m, bugs_blind2.grey_levels((x * bugs.STD + bugs.MEAN).mul(255).round().clamp(0, 255)
+                                                          .to(torch.uint8))) for x, m in zip(xs, seen)]
+        assert all(fits) == fixed and all(f for f, flip in zip(fits, flipped) if not flip)
+
+
 def test_batches_shuffled_not_samples(fmnist):
     for fixed in (False, True):
         _, loader, _, _, _ = parts("batches_shuffled_not_samples", fmnist, fixed)
