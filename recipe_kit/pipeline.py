@@ -358,7 +358,8 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     accumulated into it, before any clipping, unscaling or zeroing; missing names were not reached by
     backward); first_grads (the same right after the call's first backward: with optimizer.step(closure),
     as LBFGS takes, the step evaluates the closure several times at other weights, and only the first
-    evaluation is at the call's starting weights); closures (whether step() got a closure);
+    evaluation is at the call's starting weights); closures (whether step() got a closure); step_moves
+    (how far the call's first optimizer.step() moved the weights, L2 over all of them, or None);
     backwards (how many backward passes reached the parameters); step_calls; params
     (snapshots: before the first call, then after each). training: model.training at each forward.
     reseed: re-seed the RNGs before every call; restore: put the first weights back before every call
@@ -368,12 +369,18 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     named = list(model.named_parameters())
     rec = {"losses": [], "grads": [], "backward_grads": [], "backwards": [], "step_calls": [], "training": [],
            "params": [{n: p.detach().clone() for n, p in named}], "clips": [], "first_grads": [],
-           "closures": []}
-    at_step, after_backward, first_backward, fired, closure = [], {}, {}, {}, []
+           "closures": [], "step_moves": []}
+    at_step, after_backward, first_backward, fired, closure, stepped = [], {}, {}, {}, [], []
 
     def on_step(opt, args, kwargs):
         at_step.append({n: None if p.grad is None else p.grad.detach().clone() for n, p in named})
         closure.append(any(callable(a) for a in (*args, *kwargs.values())))   # args may hold the optimizer
+        if not stepped:
+            stepped.append([p.detach().clone() for _, p in named])
+
+    def on_step_done(opt, args, kwargs):
+        if len(stepped) == 1:                     # how far the call's first step() moved the weights
+            stepped.append(sum((p.detach().double() - q.double()).pow(2).sum() for (_, p), q in zip(named, stepped[0])))
 
     def on_backward(name):
         def hook(p):
@@ -383,7 +390,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
         return hook
 
     handles = [model.register_forward_pre_hook(lambda module, args: rec["training"].append(module.training)),
-               optimizer.register_step_pre_hook(on_step)]
+               optimizer.register_step_pre_hook(on_step), optimizer.register_step_post_hook(on_step_done)]
     handles += [p.register_post_accumulate_grad_hook(on_backward(n)) for n, p in named if p.requires_grad]
     try:
         for batch in batches:
@@ -392,6 +399,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
             first_backward.clear()
             fired.clear()
             closure.clear()
+            stepped.clear()
             if restore:
                 with torch.no_grad():
                     for n, p in named:
@@ -406,6 +414,7 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
             rec["backward_grads"].append(dict(after_backward))
             rec["first_grads"].append(dict(first_backward))
             rec["closures"].append(any(closure))
+            rec["step_moves"].append(float(stepped[1]) ** 0.5 if len(stepped) == 2 else None)
             rec["backwards"].append(max(fired.values(), default=0))
             rec["params"].append({n: p.detach().clone() for n, p in named})
             if until_steps is not None and sum(rec["step_calls"]) >= until_steps:

@@ -20,6 +20,7 @@ import weakref
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from . import preflight_checks as checks
@@ -104,6 +105,11 @@ def _check_arguments(model, loss_fn, make_optimizer, train_step, num_classes, sk
     """Argument errors that need no computation: raise at once, naming the argument and the fix."""
     if not isinstance(model, nn.Module):
         raise BadInput(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
+    if lazy:
+        raise BadInput(f"model has {len(lazy)} uninitialized lazy parameters ({', '.join(lazy[:3])}): they get their "
+                       "shape at the first forward. Run one first, model(x[:1]), then build the optimizer and call "
+                       "preflight (PyTorch's LazyModule recipe).")
     if not callable(loss_fn):
         raise BadInput(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}; "
                        "pass e.g. nn.CrossEntropyLoss() (an instance, with the parentheses).")

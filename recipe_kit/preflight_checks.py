@@ -240,6 +240,8 @@ def check_input_scale(pipe, report):
             "statistics (rk.channel_stats); back to stage 1.")
     details = {"mean": mean, "std": std}
     note(report, "input_scale", worst=worst, std=std)
+    if step_changes_scale(pipe, report):
+        return None
     if std < INPUT_CONSTANT * max(1.0, abs(mean)):
         report.add("input_scale", "error", what + ": every input is the same, so the model can learn nothing "
                    "from them.", "The inputs lost their content (all zeros? a constant fill?); stage 1.", name, **details)
@@ -257,6 +259,54 @@ def check_input_scale(pipe, report):
                    "(rk.channel_stats on the raw training images); stage 1.", name, **details)
 
 
+# What train_step feeds the model against the inputs it is given (which evaluation feeds it): per channel,
+# std ratio and mean shift in the given inputs' std. Correct augmentation (flips, crops, erasing, noise,
+# mixup, cutmix) keeps them near 1 and 0. Measured over every catalog's correct pipelines: see
+# docs/checks_heldout.md, section 15. A transform meant for 0..1 images applied to standardized ones
+# (ColorJitter clamps to [0, 1]) changes them: color_jitter_after_normalize std 0.41x, mean shift 0.4.
+STEP_SCALE_WARNING, STEP_SHIFT_WARNING = 2.0, 0.5
+
+
+def step_changes_scale(pipe, report):
+    """True (and a warning) when train_step feeds the model inputs on another scale than the inputs it is
+    given: the model then trains on one distribution and is evaluated on another."""
+    x = pipe["x"]
+    if not x.is_floating_point() or x.ndim < 2:
+        return False
+    model, seen = fresh_model(pipe).train(), []
+    optimizer = make_optimizer_for(pipe, model)
+
+    def on_forward(module, args):
+        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() and args[0].shape[1:] == x.shape[1:]:
+            seen.append(args[0].detach())
+    handle = model.register_forward_pre_hook(on_forward)
+    try:
+        for batch in batches_from(pipe, 0, 2, STEP_BATCH):
+            call_step(pipe, model, batch, optimizer)
+    finally:
+        handle.remove()
+    if not seen:
+        return False
+    per = lambda t: t.double().movedim(1, 0).reshape(t.shape[1], -1) if t.ndim >= 3 else t.double().reshape(1, -1)
+    given, fed = per(x[:2 * STEP_BATCH]), per(torch.cat(seen))
+    std = given.std(1).clamp_min(1e-12)
+    ratio = fed.std(1) / std
+    shift = (fed.mean(1) - given.mean(1)).abs() / std
+    c = int(torch.maximum(ratio.log().abs(), shift).argmax())
+    note(report, "input_scale", step_std_ratio=ratio[c].item(), step_mean_shift=shift[c].item())
+    if max(ratio[c].item(), 1 / max(ratio[c].item(), 1e-12)) < STEP_SCALE_WARNING and shift[c] < STEP_SHIFT_WARNING:
+        return False
+    where = f" (channel {c})" if x.ndim >= 3 and x.shape[1] > 1 else ""
+    report.add("input_scale", "warning", f"train_step feeds the model inputs on another scale than the ones it is "
+               f"given{where}: std {ratio[c].item():.2g}x theirs and mean moved by {shift[c].item():.2g} of their std, "
+               f"range {fed[c].min().item():.3g}..{fed[c].max().item():.3g} vs {given[c].min().item():.3g}.."
+               f"{given[c].max().item():.3g}. The model trains on one distribution and is evaluated on another: a "
+               "transform made for 0..1 images applied after standardizing (ColorJitter clamps to [0, 1]), or "
+               "normalization done in the step only.", "Apply such transforms before standardizing, and feed "
+               "train and eval the same preprocessing; stage 1 (plot a batch as train_step feeds it).", "train_step")
+    return True
+
+
 def several_outputs(pipe):
     """Why a check that reads one tensor of class scores does not apply to a model with several heads."""
     return f"the model returns {pipe['several_outputs']}: no single tensor of class scores to read"
@@ -267,6 +317,8 @@ def check_loss_at_init(pipe, report):
     if pipe["several_outputs"]:
         return several_outputs(pipe)
     if kind is None:
+        if is_bce_with_logits(pipe["loss_fn"]):
+            return binary_loss_at_init(pipe, report)
         return "loss_fn is not a cross-entropy or NLL loss: no known loss at init"
     pr = probe(pipe)
     scores = class_scores(pr["out"]).float()
@@ -306,6 +358,31 @@ def check_loss_at_init(pipe, report):
         report.add("loss_at_init", "warning", said + ": the model predicts labels before training - "
                    "pretrained, or the inputs leak the labels?",
                    "If the model is not pretrained, look for the label inside the inputs; stage 1.", "", **details)
+
+
+def binary_loss_at_init(pipe, report):
+    """Binary cross-entropy on logits (binary, multi-label, per-pixel): outputs of 0 say p = 0.5 for every
+    label, and a good init starts near that loss or below it (a bias set to the positive rate's log-odds).
+    Far above it, the outputs start confidently wrong: a prior-bias init with its sign flipped, or weights
+    too large."""
+    pr = probe(pipe)
+    out, y, L = pr["out"], pr["y"], pr["loss"]
+    unsure = float(pipe["loss_fn"](torch.zeros_like(out), y))
+    p = torch.sigmoid(out.float()).mean().item()
+    details = {"loss": L, "uniform": unsure, "mean_probability": p}
+    note(report, "loss_at_init", loss_over_uniform=L / max(unsure, 1e-12))
+    said = (f"loss at init is {L:.3f}; outputs of 0 (p = 0.5 for every label) get {unsure:.3f}; the mean "
+            f"predicted probability is {p:.2f} where {float(y.float().mean()):.2f} of the targets are positive")
+    if not math.isfinite(L):
+        report.add("loss_at_init", "error", said + ": the loss is not finite before any step.",
+                   "Look for log(0), division by zero or NaN weights in the model; stage 2.", "", **details)
+    elif L > INIT_ERROR_FACTOR * unsure + INIT_ERROR_MARGIN or L > unsure + INIT_WARN_EXCESS * unsure + INIT_WARN_MARGIN:
+        severe = L > INIT_ERROR_FACTOR * unsure + INIT_ERROR_MARGIN
+        report.add("loss_at_init", "error" if severe else "warning", said + ": the outputs start confidently "
+                   "wrong - an output bias set to the prior's log-odds with the sign flipped (log(p/(1-p)) is "
+                   "negative for a rare positive class), or last-layer weights too large.",
+                   "Init the last bias to log(p/(1-p)) of the positive rate p, or leave it at 0; stage 2 "
+                   "(verify loss @ init).", "", **details)
 
 
 def check_output_activation(pipe, report):
@@ -364,6 +441,15 @@ def check_output_activation(pipe, report):
                    "logit is clamped at 0 gets no gradient for that input.",
                    "Remove the final ReLU and feed raw logits; stage 2.", where if where != "forward" else
                    (last_name or "forward"))
+    elif kind["name"] == "cross_entropy" and (bound := logits_bounded(pipe)) is not None:
+        least = math.log(1 + (C - 1) * math.exp(-2 * BOUND_LIMIT))
+        report.add("output_activation", "error", f"the logits stay within +-{bound:.2g} whatever the weights are "
+                   f"(every parameter scaled by {BOUND_SCALE:g}: still within +-{BOUND_LIMIT:g}, {rows}); even at "
+                   f"+-{BOUND_LIMIT:g} cross-entropy cannot get below {least:.2f}, so the model can never be "
+                   "confident: a cosine (normalized) classifier without its scale, or a tanh/normalization before "
+                   "the loss.",
+                   "Multiply cosine logits by a scale s (16-64, fixed or learned) or remove the bounding op; stage 2.",
+                   where if where != "forward" else (last_name or "forward"))
     elif kind["name"] == "nll" and probs:
         report.add("output_activation", "error", f"NLLLoss gets probabilities (rows sum to 1, {rows}) but expects "
                    "log-probabilities: it only picks -output[y], so the loss is bounded in [-1, 0] and meaningless.",
@@ -375,6 +461,28 @@ def check_output_activation(pipe, report):
                    "picks -output[y], so the loss is unbounded below and training pushes logits to infinity.",
                    "Add log_softmax(dim=1) at the end of the model, or use CrossEntropyLoss on the logits; stage 2.",
                    where)
+
+
+# Logits that no weight can push past about 1 (a cosine classifier without its scale): scaling every parameter
+# by BOUND_SCALE leaves the largest |logit| within BOUND_LIMIT and below BOUND_GROWTH x what it was. Unbounded
+# logits grow with the last layer's weights, a learned scale or temperature (BatchNorm nets through their last
+# Linear; nets whose signal vanishes at init by BOUND_SCALE ** depth).
+BOUND_SCALE, BOUND_LIMIT, BOUND_GROWTH = 10.0, 1.5, 2.0
+
+
+def logits_bounded(pipe):
+    """The bound on |logit| when no parameter can raise it (the largest |logit| seen), else None."""
+    model = fresh_model(pipe).eval()
+    x = pipe["x"][:PROBE_SIZE]
+    with torch.no_grad():
+        before = class_scores(model(x)).abs().max().item()
+        if before > BOUND_LIMIT:
+            return None
+        for p in model.parameters():
+            p.mul_(BOUND_SCALE)
+        after = class_scores(model(x)).abs().max().item()
+    grew = not after < BOUND_GROWTH * before             # logits near 0 (dead or vanishing) still grow
+    return None if grew or after > BOUND_LIMIT or not before > 1e-3 else max(before, after)
 
 
 # A regression model's last module bounds its outputs (Sigmoid: (0, 1), Tanh: (-1, 1)); an error when more than
@@ -669,6 +777,16 @@ def check_optimizer_params(pipe, report):
                    f"({sum(p.numel() for p in foreign):,} values) that are not the model's parameters: it was built "
                    "from another model (a global `model`, or one created before a re-init), so training updates "
                    "the wrong network.", hint, "make_optimizer")
+    with torch.no_grad():                              # a layer built in forward (Keras style) comes too late
+        model(batches_from(pipe, 0, 1, 2)[0][0])
+    created = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_opt
+               and all(p is not q for _, q in named)]
+    if created:
+        report.add("optimizer_params", "error", f"the first forward created {len(created)} parameter tensors "
+                   f"({listed(created)}) after make_optimizer had run: a layer built on the first call, so the "
+                   "optimizer never sees it and it keeps its initial values (and a copy of the model builds its own).",
+                   "Build every layer in __init__ (nn.LazyLinear if its input size is unknown), then the "
+                   "optimizer; stage 2.", listed(modules_of(created)))
     missing = [n for n, p in named if p.requires_grad and id(p) not in in_opt]
     trainable = [n for n, p in named if p.requires_grad]
     if missing:
@@ -775,6 +893,9 @@ def check_step_updates(pipe, report):
             why = "the learning rate is 0"
         elif all(all(g[n] is None or not g[n].any() for n in in_opt) for g in rec["grads"]):
             why = "every gradient was zero or None when step() ran (see param_grads)"
+        elif any(rec["step_moves"]):
+            why = ("optimizer.step() moved them, then train_step wrote them back (weights restored from a "
+                   "snapshot, an EMA written into the model)")
         else:
             why = f"step() ran with lr {lrs} and nonzero gradients yet moved nothing"
         report.add("step_updates", "error", f"{sum(rec['step_calls'])} steps changed none of the {len(in_opt)} parameter tensors in the "
@@ -800,6 +921,8 @@ def check_step_updates(pipe, report):
                    f"increases (cosine between step and gradient {uphill:.2f}, descent makes it negative): "
                    "optimizer built with maximize=True, or the gradient's sign is flipped in train_step.",
                    "Steps must go against the gradient: remove maximize=True / the sign flip; stage 2.", "train_step")
+        return None
+    if step_undone(rec, report):
         return None
     ratios = {n: ((moved_to[n] - before[n]).norm() / before[n].norm()).item() for n in common
               if before[n].ndim >= 2 and before[n].norm() > 0 and first[n].any()}
@@ -1027,6 +1150,35 @@ def check_zero_grad(pipe, report):
         report.add("zero_grad", "warning", f"two identical calls of train_step give gradients that differ by "
                    f"{rel:.2g} of their size: the step is nondeterministic or keeps state between calls.",
                    "Check for state kept between steps; stage 2.", "train_step")
+
+
+# How much of what optimizer.step() moves survives the rest of train_step: the weights' change over the call
+# / the change during the step, median over the calls after the first step. Clean: 1 (an EMA or SWA kept in a
+# copy, clipping and scaling act before the step); Lookahead pulls back every k-th call only. An EMA written
+# into the model itself (w = 0.999 w_ema + 0.001 w after each step): 0.001.
+STEP_KEPT = 0.1
+
+
+def step_undone(rec, report):
+    """True (and an error) when train_step undoes most of each optimizer step after it."""
+    names = list(rec["params"][0])
+    kept = []
+    for i, move in enumerate(rec["step_moves"]):
+        if move and i > rec["first_step"]:
+            net = sum((rec["params"][i + 1][n].double() - rec["params"][i][n].double()).pow(2).sum() for n in names)
+            kept.append(float(net) ** 0.5 / move)
+    if len(kept) < 2:
+        return False
+    median = sorted(kept)[len(kept) // 2]         # of the 2 calls steps() makes after the first: the larger
+    note(report, "step_updates", step_kept=median)
+    if median >= STEP_KEPT:
+        return False
+    report.add("step_updates", "error", f"train_step keeps only {median:.2g} of what optimizer.step() moves the "
+               f"weights (median over {len(kept)} calls): after the step, the weights are written over - an EMA "
+               "updated into the model itself instead of a copy, weights restored from a snapshot, a projection "
+               "that undoes the update.", "Keep an EMA in a separate copy (torch.optim.swa_utils.AveragedModel) "
+               "and evaluate that; leave the trained weights as the optimizer left them; stage 2.", "train_step")
+    return True
 
 
 def check_train_mode(pipe, report):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .pipeline import (STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, fresh_model, joined,
                        make_optimizer_for, trace)
-from .preflight_checks import SUM_TOL, is_bce_with_logits, note, several_outputs, steps
+from .preflight_checks import SUM_TOL, is_bce_with_logits, listed, note, several_outputs, steps
 from .rng import seed_all
 
 # Thresholds: the statistics are printed by benchmarks/checks_thresholds.py ("clean": the 29 correct
@@ -51,6 +51,12 @@ LR_CALLS, LR_FLOOR = 200, 1e-3
 # over 100 steps, SWALR and OneCycleLR: clean 1-7; LinearLR(start_factor=1e-3) never stepped: 1e-3.
 LR_NEVER_UP = 0.01
 LR_CONSTANT_CALLS = 20      # without a scheduler, an lr unchanged after this many calls is constant
+# A schedule must not raise the lr without bound: its schedulers are stepped on, without training, as far
+# as LR_HORIZON calls of train_step would step them. A runaway lr ends above LR_RUNAWAY x the lr you set
+# and still LR_STILL_RISING x higher in the horizon's second half than in its first. A warmup factor
+# (s + 1) / 50 without min(1, .): 200x at 10k steps, 2x per half; OneCycleLR peaks at 25x and falls;
+# CyclicLR(base 1e-4, max 1e-2) repeats its 100x peak (1x per half); ExponentialLR(gamma=1.001) 2e4x, 150x.
+LR_HORIZON, LR_RUNAWAY, LR_STILL_RISING = 10_000, 100.0, 1.5
 # weight_decay: coupled L2 (SGD, Adam): |wd * w| / |grad| on the median layer at init; wd=5e-4: 0.003-0.03,
 # wd=5: 30-300 (clean one_cycle_per_step 0.0016, weight_decay_typo 16.5). Decoupled (AdamW): weights
 # shrink by lr * wd per step; clean 1e-6 .. 1e-4, adamw_decay_typo 0.01.
@@ -194,7 +200,30 @@ def learning_rates(pipe, calls):
         hook.remove()
     pipe["cache"]["stale_schedulers"] = stale_schedulers(model, opt)
     pipe["cache"]["lr_on_metric"] = on_metric
+    pipe["cache"]["lr_ahead"] = [] if on_metric or not lrs else lrs_ahead(opt, len(lrs))
     return lrs, (set_lr if on_metric else base()), scheduled()
+
+
+def lrs_ahead(opt, calls):
+    """The largest lr over the param groups further into the run: the schedulers attached to opt (preflight's
+    own throwaway copy) stepped on, at the rate train_step stepped them, up to LR_HORIZON calls. A schedule
+    that refuses to go past its planned end (OneCycleLR) stops there."""
+    found = [o for o in gc.get_objects() if issubclass(type(o), torch.optim.lr_scheduler.LRScheduler)
+             and getattr(o, "optimizer", None) is opt and getattr(o, "last_epoch", 0) > 0]
+    inner = {id(c) for o in found for c in getattr(o, "_schedulers", ())}    # SequentialLR steps its own
+    found = [o for o in found if id(o) not in inner]
+    ahead = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for sched in found:
+            steps = round(sched.last_epoch / calls * (LR_HORIZON - calls))
+            try:
+                for _ in range(min(steps, 10 * LR_HORIZON)):
+                    sched.step()
+                    ahead.append(max(float(g["lr"]) for g in opt.param_groups))
+            except (ValueError, ZeroDivisionError, OverflowError):
+                pass
+    return ahead
 
 
 SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -245,7 +274,7 @@ def check_lr_schedule(pipe, report):
     top = [max(lrs[:i + 1]) for i in range(len(lrs))]             # the highest lr so far
     low = min(range(len(lrs)), key=lambda i: lrs[i] / top[i] if top[i] > 0 else 1.0)
     if top[low] <= 0 or lrs[low] >= LR_FLOOR * top[low]:
-        return None
+        return runaway_lr(pipe, base, report)
     peak = lrs.index(top[low])
     if pipe["cache"].get("lr_on_metric"):
         report.add("lr_schedule", "error", f"the learning rate falls from {lrs[peak]:.3g} (step {peak}) to "
@@ -260,6 +289,24 @@ def check_lr_schedule(pipe, report):
                "per epoch (StepLR, MultiStepLR, CosineAnnealingLR with T_max=epochs) is stepped every batch.",
                "Call scheduler.step() once per epoch, or size it in batches (T_max/total_steps = epochs x "
                "batches per epoch); stage 5.", "train_step", lrs=lrs)
+
+
+def runaway_lr(pipe, base, report):
+    """An error when the schedule raises the lr without bound (a warmup factor missing its cap)."""
+    ahead = pipe["cache"].pop("lr_ahead", [])
+    if len(ahead) < 10 or not base > 0:
+        return None
+    half = len(ahead) // 2
+    first, second = max(ahead[:half]), max(ahead[half:])
+    note(report, "lr_schedule", ahead_over_set=ahead[-1] / base, ahead_rising=second / max(first, 1e-300))
+    if ahead[-1] > LR_RUNAWAY * base and second > LR_STILL_RISING * first:
+        report.add("lr_schedule", "error", f"the learning rate keeps rising: stepping the schedule on as far as "
+                   f"{LR_HORIZON} calls of train_step would, it reaches {ahead[-1]:.3g}, {ahead[-1] / base:.0f}x the "
+                   f"lr you set ({base:.3g}), and is still climbing ({second / first:.1f}x from the first half of "
+                   "that run to the second): a warmup whose factor has no cap (min(1, step / warmup)), or a decay "
+                   "factor above 1.", "Cap the warmup factor at 1 and check the schedule's formula; stage 5.",
+                   "make_optimizer", lrs=ahead[::max(1, len(ahead) // 100)])
+    return None
 
 
 def check_weight_decay(pipe, report):
@@ -320,8 +367,10 @@ def penalty_in_step(pipe, report):
         pipe["loss_fn"](model(x), y).backward()
     step_grads, ratios = rec["backward_grads"][0], []
     for n, p in model.named_parameters():
+        if n not in rec["params"][0] or n not in step_grads:   # a parameter the forward created (see optimizer_params)
+            continue
         g, w = p.grad, rec["params"][0][n]
-        if g is None or n not in step_grads or w.ndim < 2 or not g.norm() > 0 or not w.norm() > 0:
+        if g is None or w.ndim < 2 or not g.norm() > 0 or not w.norm() > 0:
             continue
         extra = (step_grads[n] - g).double().flatten()
         along = (extra @ w.double().flatten()) / (extra.norm() * w.norm() + 1e-300)
@@ -591,6 +640,9 @@ def check_augmentation(pipe, report):
     """A correct augmentation keeps what an image shows, so its label still fits: a classifier fitted on
     unaugmented images classifies the augmented ones about as well (a flipped 6 is a 9)."""
     C, y = pipe["num_classes"], pipe["y"]
+    x = pipe["x"]
+    if y.ndim >= 3 and x.ndim == 4 and y.shape[-2:] == x.shape[-2:]:
+        return paired_geometry(pipe, report)                  # per-pixel targets: does the target move with x?
     if not C or y.ndim != 1 or len(y) < AUG_PROBES + 10 * C:
         return "needs class labels and more pool samples" if C and y.ndim == 1 else "not a classification task"
     seen = augmented_inputs(pipe)
@@ -634,6 +686,65 @@ def check_augmentation(pipe, report):
                "Use only transforms that keep the label for this data (no flips or large rotations for digits, "
                "letters or text), and move images and labels together; stage 1 (plot a batch exactly as "
                "train_step feeds it to the model, with its labels).", "train_step")
+
+
+def dihedral(t):
+    """The 8 flips and rotations of the last two dims (4 when they are not square), named."""
+    out = {"as is": t, "flipped left-right": t.flip(-1), "flipped upside down": t.flip(-2),
+           "rotated 180": t.flip(-1).flip(-2)}
+    if t.shape[-1] == t.shape[-2]:
+        tt = t.transpose(-1, -2)
+        out.update({"transposed": tt, "rotated 90": tt.flip(-2), "rotated 270": tt.flip(-1),   # as torch.rot90
+                    "anti-transposed": tt.flip(-1).flip(-2)})
+    return out
+
+
+def paired_geometry(pipe, report):
+    """Per-pixel targets (segmentation, dense regression) must move with their image: for every sample whose
+    fed image is a flip or rotation of its pool image, the fed target must be the same flip or rotation of its
+    pool target."""
+    model, got = fresh_model(pipe).train(), {}
+    optimizer = make_optimizer_for(pipe, model)
+
+    def on_forward(module, args):
+        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() and "x" not in got:
+            got["x"] = args[0].detach().cpu()
+
+    def loss_fn(out, target, *args, **kwargs):
+        if isinstance(target, torch.Tensor) and "y" not in got:
+            got["y"] = target.detach().cpu()
+        return pipe["loss_fn"](out, target, *args, **kwargs)
+
+    handle, pairs = model.register_forward_pre_hook(on_forward), []
+    try:
+        for batch in batches_from(pipe, 0, 4, STEP_BATCH):
+            got.clear()
+            call_step({**pipe, "loss_fn": loss_fn}, model, batch, optimizer)
+            if got.get("x") is None or got.get("y") is None or got["x"].shape != batch[0].shape \
+                    or got["y"].shape != batch[1].shape:
+                return "train_step does not feed the model and the loss one image and one target per sample"
+            pairs += zip(batch[0].cpu(), batch[1].cpu(), got["x"], got["y"])
+    finally:
+        handle.remove()
+    moved, wrong = 0, []
+    for x, y, x_fed, y_fed in pairs:
+        xs, ys = dihedral(x), dihedral(y)
+        how = [k for k, t in xs.items() if torch.allclose(t, x_fed, atol=1e-5)]
+        if not how or "as is" in how:
+            continue                                          # not a flip or rotation, or none at all
+        moved += 1
+        if not any(torch.equal(ys[k], y_fed) for k in how):
+            wrong.append((how[0], next((k for k, t in ys.items() if torch.equal(t, y_fed)), "something else")))
+    note(report, "augmentation", flipped_samples=moved, target_not_moved=len(wrong))
+    if not moved or len(wrong) < max(2, AUG_SHARE * moved):
+        return None if moved else "train_step flips or rotates no image"
+    image, target = wrong[0]
+    report.add("augmentation", "error", f"train_step flips or rotates {moved} of {len(pairs)} images, and in "
+               f"{len(wrong)} of them the target does not follow: e.g. the image {image}, its target {target}. The "
+               "per-pixel labels then describe another picture.",
+               "Apply the same transform to image and target (one random draw, the same dims: dim -1 is the width "
+               "of both (N, C, H, W) images and (N, H, W) masks); stage 1 (plot a batch with its masks).",
+               "train_step")
 
 
 def augmented_inputs(pipe):
@@ -782,6 +893,9 @@ def check_train_eval_consistency(pipe, report):
     written by hand without the 1/p scaling make eval run another network than the one trained; BatchNorm
     whose running statistics are the last batch's (a momentum meant as Keras' 0.99) normalizes eval with one
     batch."""
+    if batchnorm_on_single_samples(pipe, report):
+        average_of_train_mode(pipe, report)
+        return None
     last = running_stats_last_batch(pipe)
     if last is not None:
         note(report, "train_eval_consistency", running_stats_last_batch=last[0])
@@ -796,6 +910,40 @@ def check_train_eval_consistency(pipe, report):
             average_of_train_mode(pipe, report)       # a reason to skip that part is no skip of this check
             return None
     return average_of_train_mode(pipe, report)
+
+
+def batchnorm_on_single_samples(pipe, report):
+    """True (and an error) when train_step runs a BatchNorm in train mode on one sample at a time: it then
+    normalizes each image by its own statistics (instance norm), while eval uses running averages of those,
+    so eval computes features the model never trained on."""
+    norms = [(n, m) for n, m in fresh_model(pipe).named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    model = fresh_model(pipe).train()
+    optimizer = make_optimizer_for(pipe, model)
+    names = {id(m): n for n, m in model.named_modules()}
+    sizes = {}
+
+    def on_forward(module, args):
+        if module.training and args and isinstance(args[0], torch.Tensor):
+            sizes.setdefault(names[id(module)], []).append(args[0].shape[0])
+    handles = [m.register_forward_pre_hook(on_forward) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        call_step(pipe, model, batches_from(pipe, 0, 1, STEP_BATCH)[0], optimizer)
+    finally:
+        for h in handles:
+            h.remove()
+    single = [n for n, seen in sizes.items() if seen and max(seen) == 1]
+    if not single:
+        return False
+    report.add("train_eval_consistency", "error", f"train_step runs BatchNorm {listed(single)} in train mode on one sample "
+               f"at a time (a batch of {STEP_BATCH} went through as {len(sizes[single[0]])} forwards of 1): BatchNorm "
+               "then normalizes each image by its own statistics, while eval normalizes with running averages of "
+               "them, so eval computes features the model never trained on.",
+               "Forward whole (micro-)batches of several samples, or use GroupNorm/LayerNorm where the batch must "
+               "be 1; stage 2.", "train_step")
+    return True
 
 
 def average_of_train_mode(pipe, report):
