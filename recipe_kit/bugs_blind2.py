@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .bugs import adam, mlp, small_cnn, standard_step, standardize
-from .bugs_blind import ATTRIBUTES, MaskNet, Squeezed, digits, digits_cnn, ink, mlp_out
+from .bugs_blind import ATTRIBUTES, MaskNet, Squeezed, digits, digits_cnn, ink, mlp_out, scheduled
 from .bugs_heldout import HeldOutBug
 from .correct_pipelines import Backbone, Pipeline, mixup_step
 
@@ -287,12 +287,7 @@ def scheduler_on_stale_optimizer(images, labels, fixed=False):
             opt = torch.optim.SGD(params, lr=0.4, momentum=0.9, nesterov=True)   # BUG: rebuilt (nesterov added):
         opt.scheduler = warmup                                                # the warmup steps the old one
         return opt
-
-    def step(model, batch, loss_fn, optimizer):
-        loss = standard_step(model, batch, loss_fn, optimizer)
-        optimizer.scheduler.step()
-        return loss
-    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, step
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, scheduled()
 
 
 def adam_eps_one(images, labels, fixed=False):

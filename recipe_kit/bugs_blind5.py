@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from .bugs import MEAN, STD, adam, mlp, small_cnn, standard_step, standardize
-from .bugs_blind import Squeezed, digits, ink, mlp_out
+from .bugs_blind import Squeezed, digits, ink, mlp_out, scheduled
 from .bugs_blind2 import SegNet3, digits_uint8, grey_levels
 from .bugs_blind3 import colour_cnn, per_model, standardize_channels, tinted
 from .bugs_heldout import HeldOutBug
@@ -408,12 +408,7 @@ def warmup_without_cap(images, labels, fixed=False, warmup=50):
             factor = lambda s: (s + 1) / warmup           # BUG: no min(1, ...): the lr keeps growing, 0.05 * s / 50
         opt.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return opt
-
-    def step(model, batch, loss_fn, optimizer):
-        loss = standard_step(model, batch, loss_fn, optimizer)
-        optimizer.scheduler.step()
-        return loss
-    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, step
+    return mlp(), (standardize(images), labels), nn.CrossEntropyLoss(), make, scheduled()
 
 
 # ----------------------------------------------------------------------------- data bugs (audit_data)
