@@ -425,6 +425,34 @@ def run_steps(pipe, model, optimizer, batches, reseed=None, restore=False, until
     return rec
 
 
+def fed_in_step(pipe, batches):
+    """What the learner's train_step feeds, on a fresh copy trained call after call on `batches`: per call,
+    (the inputs of each forward run with gradients on, the target of the first loss_fn call or None), on
+    the CPU. The checks compare them with the batch they handed in (augmentation, input scale)."""
+    model = fresh_model(pipe).train()
+    optimizer = make_optimizer_for(pipe, model)
+    got, calls = {}, []
+
+    def on_forward(module, args):
+        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled():
+            got["inputs"].append(args[0].detach().cpu())
+
+    def loss_fn(out, target, *args, **kwargs):
+        if isinstance(target, torch.Tensor) and got["target"] is None:
+            got["target"] = target.detach().cpu()
+        return pipe["loss_fn"](out, target, *args, **kwargs)
+
+    handle = model.register_forward_pre_hook(on_forward)
+    try:
+        for batch in batches:
+            got.update(inputs=[], target=None)
+            call_step({**pipe, "loss_fn": loss_fn}, model, batch, optimizer)
+            calls.append((got["inputs"], got["target"]))
+    finally:
+        handle.remove()
+    return calls
+
+
 def batches_from(pipe, start, count, size):
     """`count` batches of `size` pool samples from index `start` on, wrapping around the pool."""
     n = len(pipe["y"])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .checks import NotApplicable  # noqa: F401 (checks may raise it)
 from .pipeline import (PROBE_SIZE, STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, cat_outputs, class_scores,
-                       constant_baseline, constant_value, foreign_params, fresh_model, joined, loss_floor,
+                       constant_baseline, constant_value, fed_in_step, foreign_params, fresh_model, joined, loss_floor,
                        make_optimizer_for, run_steps, trace)
 from .rng import seed_all
 
@@ -273,22 +273,12 @@ def step_changes_scale(pipe, report):
     x = pipe["x"]
     if not x.is_floating_point() or x.ndim < 2:
         return False
-    model, seen = fresh_model(pipe).train(), []
-    optimizer = make_optimizer_for(pipe, model)
-
-    def on_forward(module, args):
-        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() and args[0].shape[1:] == x.shape[1:]:
-            seen.append(args[0].detach())
-    handle = model.register_forward_pre_hook(on_forward)
-    try:
-        for batch in batches_from(pipe, 0, 2, STEP_BATCH):
-            call_step(pipe, model, batch, optimizer)
-    finally:
-        handle.remove()
+    seen = [t for inputs, _ in fed_in_step(pipe, batches_from(pipe, 0, 2, STEP_BATCH)) for t in inputs
+            if t.shape[1:] == x.shape[1:]]
     if not seen:
         return False
     per = lambda t: t.double().movedim(1, 0).reshape(t.shape[1], -1) if t.ndim >= 3 else t.double().reshape(1, -1)
-    given, fed = per(x[:2 * STEP_BATCH]), per(torch.cat(seen))
+    given, fed = per(x[:2 * STEP_BATCH].cpu()), per(torch.cat(seen))
     std = given.std(1).clamp_min(1e-12)
     ratio = fed.std(1) / std
     shift = (fed.mean(1) - given.mean(1)).abs() / std

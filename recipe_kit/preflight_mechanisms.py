@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pipeline import (STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, fresh_model, joined,
+from .pipeline import (STEP_BATCH, WEIGHT_LAYERS, batches_from, call_step, fed_in_step, fresh_model, joined,
                        make_optimizer_for, trace)
 from .preflight_checks import SUM_TOL, is_bce_with_logits, listed, note, several_outputs, steps
 from .rng import seed_all
@@ -703,29 +703,11 @@ def paired_geometry(pipe, report):
     """Per-pixel targets (segmentation, dense regression) must move with their image: for every sample whose
     fed image is a flip or rotation of its pool image, the fed target must be the same flip or rotation of its
     pool target."""
-    model, got = fresh_model(pipe).train(), {}
-    optimizer = make_optimizer_for(pipe, model)
-
-    def on_forward(module, args):
-        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() and "x" not in got:
-            got["x"] = args[0].detach().cpu()
-
-    def loss_fn(out, target, *args, **kwargs):
-        if isinstance(target, torch.Tensor) and "y" not in got:
-            got["y"] = target.detach().cpu()
-        return pipe["loss_fn"](out, target, *args, **kwargs)
-
-    handle, pairs = model.register_forward_pre_hook(on_forward), []
-    try:
-        for batch in batches_from(pipe, 0, 4, STEP_BATCH):
-            got.clear()
-            call_step({**pipe, "loss_fn": loss_fn}, model, batch, optimizer)
-            if got.get("x") is None or got.get("y") is None or got["x"].shape != batch[0].shape \
-                    or got["y"].shape != batch[1].shape:
-                return "train_step does not feed the model and the loss one image and one target per sample"
-            pairs += zip(batch[0].cpu(), batch[1].cpu(), got["x"], got["y"])
-    finally:
-        handle.remove()
+    batches, pairs = batches_from(pipe, 0, 4, STEP_BATCH), []
+    for batch, (inputs, target) in zip(batches, fed_in_step(pipe, batches)):
+        if not inputs or target is None or inputs[0].shape != batch[0].shape or target.shape != batch[1].shape:
+            return "train_step does not feed the model and the loss one image and one target per sample"
+        pairs += zip(batch[0].cpu(), batch[1].cpu(), inputs[0], target)
     moved, wrong = 0, []
     for x, y, x_fed, y_fed in pairs:
         xs, ys = dihedral(x), dihedral(y)
@@ -750,32 +732,18 @@ def paired_geometry(pipe, report):
 def augmented_inputs(pipe):
     """(inputs the model got in train_step, the labels the loss got) for the first AUG_PROBES pool samples,
     or a string saying why they cannot be paired with the unaugmented batch."""
-    model = fresh_model(pipe).train()
-    optimizer = make_optimizer_for(pipe, model)
-    xs, ys, got = [], [], {}
-
-    def on_forward(module, args):
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if x is not None and torch.is_grad_enabled() and got["rows"] < got["size"]:
-            got["inputs"].append(x.detach().cpu())
-            got["rows"] += len(x)
-
-    def loss_fn(out, target, *args, **kwargs):
-        if isinstance(target, torch.Tensor) and not got["targets"]:
-            got["targets"].append(target.detach().cpu())
-        return pipe["loss_fn"](out, target, *args, **kwargs)
-
-    handle = model.register_forward_pre_hook(on_forward)
-    try:
-        for batch in batches_from(pipe, 0, AUG_PROBES // STEP_BATCH, STEP_BATCH):
-            got.update(inputs=[], rows=0, size=len(batch[1]), targets=[])
-            call_step({**pipe, "loss_fn": loss_fn}, model, batch, optimizer)
-            if got["rows"] != len(batch[1]) or any(t.shape[1:] != got["inputs"][0].shape[1:] for t in got["inputs"]):
-                return "train_step does not feed the model one input per batch sample"
-            xs.append(torch.cat(got["inputs"]))
-            ys.append(step_targets(got["targets"], batch[1].cpu(), pipe["num_classes"]))
-    finally:
-        handle.remove()
+    batches = batches_from(pipe, 0, AUG_PROBES // STEP_BATCH, STEP_BATCH)
+    xs, ys = [], []
+    for batch, (inputs, target) in zip(batches, fed_in_step(pipe, batches)):
+        kept, rows = [], 0
+        for t in inputs:                              # the forwards that cover the batch once (R-Drop runs two)
+            if rows < len(batch[1]):
+                kept.append(t)
+                rows += len(t)
+        if rows != len(batch[1]) or any(t.shape[1:] != kept[0].shape[1:] for t in kept):
+            return "train_step does not feed the model one input per batch sample"
+        xs.append(torch.cat(kept))
+        ys.append(step_targets([] if target is None else [target], batch[1].cpu(), pipe["num_classes"]))
     return torch.cat(xs), torch.cat(ys)
 
 
