@@ -446,10 +446,11 @@ def check_label_issues(d, report):
     y_train = d["train"]["y"]
     out = {}
     _, _, idx = train_neighbours(d)                                   # leave-one-out: out of sample
-    jobs = [("train", y_train, knn_probabilities(y_train[idx], C))]
+    jobs = [("train", y_train, idx)]
     if d["test"] is not None:                                        # train neighbours: out of sample too
-        jobs.append(("test", d["test"]["y"], knn_probabilities(y_train[test_neighbours(d)[1]], C)))
-    for split, y, probs in jobs:
+        jobs.append(("test", d["test"]["y"], test_neighbours(d)[1]))
+    for split, y, neighbours in jobs:
+        probs = knn_probabilities(y_train[neighbours], C)
         counts = torch.bincount(y, minlength=C)
         present = torch.nonzero(counts >= 5).flatten()               # cleanlab needs a few per class
         keep = torch.isin(y, present)
@@ -466,18 +467,18 @@ def check_label_issues(d, report):
                       "confidence": p[found].max(axis=1).round(3).tolist(),
                       "given_label_probability": p[found, remap[y[rows]].numpy()].round(3).tolist(),
                       "rate": len(found) / int(keep.sum()), "checked": int(keep.sum())}
-        votes = knn_probabilities(y_train[idx if split == "train" else test_neighbours(d)[1]], C, prior_weight=0)
-        top, consensus = (votes * idx.shape[1]).round().max(dim=1)
-        level = next((v for v in range(idx.shape[1], CONSENSUS_VOTES, -1) if (top >= v).sum() >= MIN_CONSENSUS),
+        k = neighbours.shape[1]
+        votes = knn_probabilities(y_train[neighbours], C, prior_weight=0)
+        top, consensus = (votes * k).round().max(dim=1)
+        by_votes = {v: ((consensus[top >= v] != y[top >= v]).float().mean().item(), int((top >= v).sum()))
+                    for v in range(CONSENSUS_VOTES, k + 1) if (top >= v).any()}
+        level = next((v for v in range(k, CONSENSUS_VOTES, -1) if by_votes.get(v, (0, 0))[1] >= MIN_CONSENSUS),
                      CONSENSUS_VOTES)                 # the strongest consensus with enough samples
-        agreed = top >= level
-        out[split]["by_votes"] = {v: ((consensus[top >= v] != y[top >= v]).float().mean().item(), int((top >= v).sum()))
-                                  for v in range(CONSENSUS_VOTES, idx.shape[1] + 1) if (top >= v).any()}
-        disagreement = (consensus[agreed] != y[agreed]).float().mean().item() if agreed.sum() else 0.0
-        se = math.sqrt(max(disagreement * (1 - disagreement), 0.01) / max(int(agreed.sum()), 1))
-        lower = disagreement - 2 * se if agreed.sum() >= MIN_CONSENSUS else 0.0
-        out[split].update(consensus_disagreement=disagreement, consensus_samples=int(agreed.sum()),
-                          disagreement_lower_bound=lower, consensus_votes=level, neighbours=idx.shape[1])
+        disagreement, agreed = by_votes.get(level, (0.0, 0))
+        se = math.sqrt(max(disagreement * (1 - disagreement), 0.01) / max(agreed, 1))
+        lower = disagreement - 2 * se if agreed >= MIN_CONSENSUS else 0.0
+        out[split].update(by_votes=by_votes, consensus_disagreement=disagreement, consensus_samples=agreed,
+                          disagreement_lower_bound=lower, consensus_votes=level, neighbours=k)
         severity = "error" if lower > DISAGREEMENT_ERROR else "warning" if lower > DISAGREEMENT_WARNING else None
         base = out.get("train")
         if severity and split == "test" and base and base["disagreement_lower_bound"] <= DISAGREEMENT_WARNING \
