@@ -341,7 +341,8 @@ def check_class_balance(d, report):
                        f"A filter or a bad split kept one class, or the labels were overwritten. {STAGE1}.", where=split)
     if C < 2:
         return "one class only: nothing to balance"
-    shared = same_proportions(counts)
+    shift = proportion_shift(counts["train"], counts["test"]) if "test" in counts else None
+    shared = shift is not None and (shift[0] < 0.05 or shift[1] >= 1e-3)   # within sampling noise: quiet below
     for split, c in counts.items():
         n = int(c.sum())
         missing = [names[i] for i in np.flatnonzero(c == 0)]
@@ -357,7 +358,7 @@ def check_class_balance(d, report):
             ratio = present.max() / present.min()
             p = chisquare(c).pvalue                                  # vs equal counts
             severity = ("error" if ratio >= 5 and p < 1e-6 else "warning" if ratio >= 2 and p < 1e-3 else None)
-            if severity == "error" and shared:     # both splits drawn alike: the data's own long tail
+            if severity == "error" and shared:     # both splits drawn alike: the data's own long tail, not a filter
                 severity = "warning"
             if severity:
                 rare = names[int(np.argmin(np.where(c > 0, c, c.max() + 1)))]
@@ -374,7 +375,7 @@ def check_class_balance(d, report):
             severity = "error" if tr.sum() / C >= 10 else "warning"      # tiny train sets miss classes by chance
             report.add("class_balance", severity, f"test has classes never seen in train: {unseen[:10]}.",
                        f"The model can never predict them. {STAGE1}: rebuild the split.")
-        tv, p = proportion_shift(tr, te)
+        tv, p = shift
         report.details["class_balance"]["total_variation"] = tv
         severity = "error" if tv >= 0.1 and p < 1e-4 else "warning" if tv >= 0.05 and p < 1e-3 else None
         if severity:
@@ -395,15 +396,6 @@ def proportion_shift(tr, te):
     tv = 0.5 * np.abs(tr / tr.sum() - te / te.sum()).sum()
     p = chi2_contingency(np.stack([tr[both], te[both]]))[1] if both.sum() >= 2 else 1.0
     return float(tv), float(p)
-
-
-def same_proportions(counts):
-    """Train and test hold the classes in proportions within sampling noise of each other: an imbalance in
-    both is then the data's own (a long tail), not a filter that hit one split."""
-    if "test" not in counts or counts["train"].sum() == 0 or counts["test"].sum() == 0:
-        return False
-    tv, p = proportion_shift(counts["train"], counts["test"])
-    return tv < 0.05 or p >= 1e-3
 
 
 def knn_accuracy(y_query, probs, y_all):
