@@ -884,19 +884,17 @@ def batchnorm_on_single_samples(pipe, report):
     """True (and an error) when train_step runs a BatchNorm in train mode on one sample at a time: it then
     normalizes each image by its own statistics (instance norm), while eval uses running averages of those,
     so eval computes features the model never trained on."""
-    norms = [(n, m) for n, m in fresh_model(pipe).named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return False
     model = fresh_model(pipe).train()
+    names = {id(m): n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    if not names:
+        return False
     optimizer = make_optimizer_for(pipe, model)
-    names = {id(m): n for n, m in model.named_modules()}
     sizes = {}
 
     def on_forward(module, args):
         if module.training and args and isinstance(args[0], torch.Tensor):
             sizes.setdefault(names[id(module)], []).append(args[0].shape[0])
-    handles = [m.register_forward_pre_hook(on_forward) for m in model.modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [m.register_forward_pre_hook(on_forward) for m in model.modules() if id(m) in names]
     try:
         call_step(pipe, model, batches_from(pipe, 0, 1, STEP_BATCH)[0], optimizer)
     finally:
