@@ -858,7 +858,7 @@ def check_step_updates(pipe, report):
     names = {id(p): n for n, p in model.named_parameters()}
     in_opt = [names[id(p)] for g in opt.param_groups for p in g["params"] if p.requires_grad]
     before, after = rec["params"][0], rec["params"][1:]
-    moved = any(not torch.equal(before[n], a[n]) for a in after for n in in_opt)
+    moved = [n for n in in_opt if any(not torch.equal(before[n], a[n]) for a in after)]
     if sum(rec["step_calls"]) == 0 and moved and not pipe.get("foreign_optimizers"):
         return ("optimizer.step() never ran, yet the weights change: train_step updates them by hand (the checks "
                 "that watch optimizer.step() cannot judge such a step)")
@@ -876,7 +876,6 @@ def check_step_updates(pipe, report):
                    f"{', '.join(f'{v:.3g}' for v in rec['losses'])}): the lr is far too high, or the loss is NaN.",
                    "Lower the lr by 10x and check for log(0)/division by zero; stage 2.", listed(modules_of(broken)))
         return None
-    moved = [n for n in in_opt if any(not torch.equal(before[n], a[n]) for a in after)]
     lrs = [g.get("lr", None) for g in opt.param_groups]
     if not moved:
         if all(lr == 0 for lr in lrs):
@@ -904,7 +903,6 @@ def check_step_updates(pipe, report):
         step = torch.cat([(moved_to[n] - before[n]).flatten().double() for n in common])
         grad = torch.cat([first[n].flatten().double() for n in common])
         uphill = (step @ grad / (step.norm() * grad.norm() + 1e-300)).item()   # cosine; descent makes it < 0
-    if common:
         note(report, "step_updates", uphill_cos=uphill)
     if common and uphill > UPHILL_COS:
         report.add("step_updates", "error", "the first step moved the parameters up the gradient, so the loss "
