@@ -366,7 +366,7 @@ def binary_loss_at_init(pipe, report):
     if not math.isfinite(L):
         report.add("loss_at_init", "error", said + ": the loss is not finite before any step.",
                    "Look for log(0), division by zero or NaN weights in the model; stage 2.", "", **details)
-    elif L > INIT_ERROR_FACTOR * unsure + INIT_ERROR_MARGIN or L > unsure + INIT_WARN_EXCESS * unsure + INIT_WARN_MARGIN:
+    elif L > unsure + INIT_WARN_EXCESS * unsure + INIT_WARN_MARGIN:     # below the error bound (unsure >= 0)
         severe = L > INIT_ERROR_FACTOR * unsure + INIT_ERROR_MARGIN
         report.add("loss_at_init", "error" if severe else "warning", said + ": the outputs start confidently "
                    "wrong - an output bias set to the prior's log-odds with the sign flipped (log(p/(1-p)) is "
