@@ -42,6 +42,15 @@ WEIGHT_SLOPE, WEIGHT_SPAN = 0.5, 1e3
 # class_weights_in_counter_order (Counter's first-seen order) 0.37 vs -1.0 (gap 1.37).
 WEIGHT_ORDER_SIZE, WEIGHT_ORDER_GAP = 0.5, 0.7
 BALANCED_RATIO = 1.5        # most/least frequent class below this: balanced, any weighting is a choice
+# The class prior training pulls toward (the constant output that minimizes loss_fn over the targets of the
+# loader's batches: sampler and loss weights together), against the data's: the slope of its centred log
+# probabilities on the data's centred log frequencies. 1: the data's prior; 0: balanced; in between:
+# partly rebalanced. Below PRIOR_INVERTED the rare classes become the common ones (rebalanced twice);
+# above PRIOR_AMPLIFIED the imbalance grows (weights or a sampler that favour the frequent classes).
+# Measured (all catalogs, fixed twins included): correct class-weighted CE, balancing sampler, pos_weight
+# within 0.001 of 0, plain losses on imbalanced data 1.0; sampler+pos_weight -1.0, sampler given the class
+# counts 6.5, weights equal to the counts 2.0 (the weight-slope error already names that one).
+PRIOR_INVERTED, PRIOR_AMPLIFIED = -0.5, 1.5
 ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
 # lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
 # its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6. Clean >= 0.2 (swa_phase);
@@ -450,13 +459,17 @@ def loss_linear_in_outputs(pipe, report):
 
 def check_loss_classes(pipe, report):
     """Every class present in the labels must count in the loss, with weights that do not favour the
-    frequent classes; class ids must not be fitted as numbers; targets must fit the loss (shape, range)."""
+    frequent classes (nor, with a sampler, invert the prior); class ids must not be fitted as numbers;
+    targets must fit the loss (shape, range)."""
     if pipe["several_outputs"]:
         return several_outputs(pipe)
     if pipe["loss_kind"] is None:
         if loss_linear_in_outputs(pipe, report):
             return None
-        return None if loss_targets(pipe, report) else regression_on_ids(pipe, report)
+        if loss_targets(pipe, report):
+            return None
+        trained_prior(pipe, report)
+        return regression_on_ids(pipe, report)
     C = pipe["num_classes"]
     w = class_weights_seen(pipe)
     if w is None:
@@ -502,6 +515,86 @@ def check_loss_classes(pipe, report):
                    "built in another order than the class ids: Counter(labels).values() (first-seen order), a dict, "
                    "or sorted class names.", "Index the weights by class id: w[k] = N / (C * count[k]) for k in "
                    "range(C); stage 2.", "loss_fn", weights=w.tolist(), slope=slope, slope_sorted=best)
+    else:
+        trained_prior(pipe, report)                  # the weights are sound: and with the sampler?
+
+
+def constant_optimum(pipe, y):
+    """Class probabilities of the constant output that minimizes loss_fn on targets y: the prior a model
+    that learned nothing from the inputs would settle on (damped Newton steps on the C outputs; no
+    torch.optim, whose step() the checks watch). None when the loss has no such single minimum."""
+    binary, shape = pipe["loss_kind"] is None, tuple(pipe["out_shape"])
+    nll = not binary and pipe["loss_kind"]["name"] == "nll"
+
+    def loss(z):
+        out = z.reshape(shape).expand(len(y), *shape)
+        return pipe["loss_fn"](F.log_softmax(out, 1) if nll else out, y)
+    z = torch.zeros(math.prod(shape), device=pipe["device"])
+    try:
+        for _ in range(30):
+            value = loss(z)
+            grad = torch.autograd.functional.jacobian(loss, z)
+            hess = torch.autograd.functional.hessian(loss, z)
+            step = torch.linalg.solve(hess + 1e-6 * torch.eye(len(z), dtype=z.dtype, device=z.device), grad)
+            t = 1.0
+            while t > 1e-4 and not loss(z - t * step) <= value:
+                t /= 2
+            z = z - t * step
+            if step.abs().max() * t < 1e-5:
+                break
+    except Exception:
+        return None
+    z = z.detach().double().cpu()
+    if not torch.isfinite(z).all() or z.abs().max() > 30:
+        return None
+    return torch.stack([1 - torch.sigmoid(z[0]), torch.sigmoid(z[0])]) if binary else torch.softmax(z, 0)
+
+
+def trained_prior(pipe, report):
+    """A sampler that balances the batches and class weights (or pos_weight) that balance the loss each
+    do the job; together they invert the prior, so the rare class becomes the one the model predicts.
+    Judged on the prior training pulls toward (constant_optimum on the loader's batches) against the
+    data's. Class ids under cross-entropy/NLL, or 0/1 targets under BCE with one output."""
+    y_data, out_shape = pipe["y"], tuple(pipe["out_shape"])
+    binary = pipe["loss_kind"] is None
+    if binary:
+        if not (is_bce_with_logits(pipe["loss_fn"]) and out_shape in ((), (1,)) and y_data.numel() == len(y_data)
+                and bool(((y_data == 0) | (y_data == 1)).all())):
+            return
+        C = 2
+    else:
+        C = pipe["num_classes"]
+        if y_data.ndim != 1 or out_shape != (C,) or y_data.is_floating_point():
+            return                                      # class ids, one score per class
+    y_fed = torch.cat([b.reshape(len(b), *y_data.shape[1:]) for b in pipe["stream"]]) if pipe["stream"] else y_data
+    counts = torch.bincount(y_data.reshape(-1).long().cpu(), minlength=C).double()
+    present = counts > 0
+    if present.sum() < 2 or counts[present].max() / counts[present].min() < BALANCED_RATIO:
+        return                                          # balanced data: any weighting is a choice
+    prior = constant_optimum(pipe, y_fed.to(pipe["device"]))
+    if prior is None or not (prior[present] > 0).all():
+        return
+    d, r = (counts / counts.sum())[present].log(), prior[present].log()
+    d, r = d - d.mean(), r - r.mean()
+    slope = ((d @ r) / (d @ d)).item()
+    note(report, "loss_classes", prior_slope=slope)
+    if PRIOR_INVERTED <= slope <= PRIOR_AMPLIFIED:
+        return
+    shown = ", ".join(f"{c}: {100 * counts[c] / counts.sum():.2g}% -> {100 * prior[c]:.2g}%"
+                      for c in range(C) if present[c])
+    fed = "the loader's batches" if pipe["stream"] else "the batches"
+    if slope < PRIOR_INVERTED:
+        why = ("the rare classes become the ones it predicts most: the imbalance is corrected twice (a sampler "
+               "that balances the batches and class weights or pos_weight that balance the loss again)")
+        fix = "Balance once: keep the sampler or the loss weights, not both; stage 2."
+    else:
+        why = ("the frequent classes count even more than in the data: weights or a sampler that favour the "
+               "frequent classes (counts where their inverse was meant)")
+        fix = "Give the rare classes the larger weight: weight = N / (C * count); stage 2."
+    report.add("loss_classes", "warning", f"the constant output that minimizes loss_fn on {fed} (what training "
+               f"pulls a model toward before it learns from the inputs) gives the classes the probabilities on the "
+               f"right, where the data has those on the left ({shown}; slope {slope:.2f} of log prior on log frequency, 1 = the data's, 0 = balanced): {why}.",
+               fix, "loss_fn", prior=prior.tolist(), slope=slope)
 
 
 def loss_targets(pipe, report):
