@@ -29,17 +29,19 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from .bugs import MEAN, STD, adam, mlp, small_cnn, standard_step, standardize
 from .bugs_blind import ATTRIBUTES, Squeezed, digits, ink, mlp_out, scheduled
 from .bugs_blind2 import SegNet3, digits_uint8, grey_levels
 from .bugs_blind3 import colour_cnn, per_model, standardize_channels, tinted
-from .bugs_blind5 import pooled_features
+from .bugs_blind5 import bag_or_not, pooled_features
 from .bugs_heldout import HeldOutBug
 from .correct_pipelines import Pipeline
 
 # Declared causes that are no check: no check's one-line description covers them.
-NOT_A_CHECK = frozenset({"schedule_length", "quantile_loss_sign", "lr_not_applied", "reseeded_each_step"})
+NOT_A_CHECK = frozenset({"schedule_length", "quantile_loss_sign", "lr_not_applied", "reseeded_each_step",
+                         "reinitialized_each_step"})
 
 HUMBATOVA = "Humbatova et al. 2020 (ICSE)"
 ISLAM = "Islam et al. 2019 (FSE)"
@@ -177,6 +179,17 @@ def tabular_features(images, fixed):
 def tabular_column_left_unscaled(images, labels, fixed=False):
     model = nn.Sequential(nn.Linear(17, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     return model, (tabular_features(images, fixed), labels), nn.CrossEntropyLoss(), adam(), standard_step
+
+
+def weighted_sampler_without_replacement(images, labels, fixed=False):
+    """Bag or not (10% positive), one logit, BCEWithLogitsLoss; batches meant to be balanced by a
+    WeightedRandomSampler over one epoch (num_samples = len(data))."""
+    x, y = standardize(images), bag_or_not(labels)
+    weights = torch.where(y == 1, 1 / y.sum(), 1 / (len(y) - y.sum()))  # per sample: half the draws positive
+    # BUG: replacement=False draws each sample once, heavy ones early: the bags, then only the rest
+    sampler = WeightedRandomSampler(weights, len(y), replacement=fixed, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, sampler=sampler)
+    return Squeezed(mlp_out(1)), loader, nn.BCEWithLogitsLoss(), adam(), standard_step
 
 
 # ----------------------------------------------------------------------------- what is trained
@@ -498,6 +511,12 @@ BLIND6 = [
                "leaves the columns not listed untransformed); " + HUMBATOVA + " (training data: missing "
                "normalization)", "tabular (N, 17) features, 16 standardized columns and a bright-pixel count "
                "passed through raw (0..784).", tabular_column_left_unscaled, frozenset({"input_scale"})),
+    HeldOutBug("weighted_sampler_without_replacement", "torch.utils.data.WeightedRandomSampler docs (replacement="
+               "False: each index drawn at most once); Buda, Maki & Mazurowski 2018 (Neural Networks, class "
+               "imbalance); " + HUMBATOVA + " (training data: shuffling)", "bag or not (10% positive): a "
+               "WeightedRandomSampler with replacement=False over one epoch is no rebalancing, it draws the bags "
+               "early: the first batches hold them all, the second half of the epoch none.",
+               weighted_sampler_without_replacement, frozenset({"batch_order"})),
     # what is trained
     HeldOutBug("activation_rounded_in_forward", "torch.round docs (its gradient is zero everywhere); Bengio, "
                "Leonard & Courville 2013 (straight-through estimator); " + ISLAM + " (API misuse)", "8x8 digits, "
@@ -511,7 +530,7 @@ BLIND6 = [
     HeldOutBug("init_in_train_step", "torch.nn.Module.apply docs; " + HUMBATOVA + " (model: wrong weights "
                "initialisation); " + ISLAM + " (data flow)", "model.apply(init_weights) called at the top of the "
                "train step: each step starts from fresh random weights.", init_in_train_step,
-               frozenset({"step_updates"})),
+               frozenset({"reinitialized_each_step"})),
     HeldOutBug("seed_reset_in_step", "PyTorch reproducibility notes (seed once at start); torch.manual_seed "
                "docs; " + HUMBATOVA + " (training: regularisation)", "torch.manual_seed(0) inside the train step: "
                "dropout draws the same mask every step, so the same half of the hidden units never trains.",

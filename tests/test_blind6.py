@@ -108,9 +108,10 @@ def test_bug_and_fix_both_run(name, fmnist):
     for fixed in (False, True):
         model, train, loss_fn, make, step = parts(name, fmnist, fixed)
         opt = make(model.parameters())
+        batches = iter(train) if isinstance(train, torch.utils.data.DataLoader) else None
         for i in range(3):
             model.train()
-            loss = step(model, batch(train, i * 64), loss_fn, opt)
+            loss = step(model, next(batches) if batches else batch(train, i * 64), loss_fn, opt)
             assert torch.isfinite(torch.tensor(loss)), (name, fixed)
 
 
@@ -168,6 +169,18 @@ def test_tabular_column_left_unscaled(fmnist):
         std = x.std(0)
         assert torch.allclose(std[:16], torch.ones(16), atol=1e-4)
         assert (std[16] > 20) != fixed and (abs(std[16] - 1) < 1e-4) == fixed
+
+
+def test_weighted_sampler_without_replacement(fmnist):
+    for fixed in (False, True):
+        _, loader, _, _, _ = parts("weighted_sampler_without_replacement", fmnist, fixed)
+        shares = [y.mean().item() for _, y in loader]
+        assert len(shares) == N // 64
+        if fixed:
+            assert all(0.25 < s < 0.75 for s in shares), shares         # balanced batches
+        else:
+            assert shares[0] > 0.3 and max(shares[len(shares) // 2:]) == 0, shares   # bags early, then none
+            assert abs(sum(shares) / len(shares) - bugs_blind5.bag_or_not(fmnist[1]).mean()) < 0.01
 
 
 # ----------------------------------------------------------------------------- what is trained
