@@ -478,6 +478,17 @@ def join_fanout_duplicates(images, labels, seed=65):
     return (f[tr], labels[tr]), (f[te], labels[te]), 10
 
 
+def row_id_feature_sorted_by_class(images, labels):
+    """Tabular (N, 17): 16 pooled intensities and the record id, kept as a feature. The train export was sorted
+    by class before the ids were assigned; test records got new, later ids."""
+    x, y, xt, yt = _split(images, labels)
+    order = y.argsort(stable=True)
+    x, y = x[order], y[order]                                             # the export, sorted by class
+    ids = torch.arange(len(y) + len(yt)).float()[:, None]
+    train = torch.cat([pooled_features(x), ids[:len(y)]], 1)              # BUG: the id is the label's rank in train
+    return (train, y), (torch.cat([pooled_features(xt), ids[len(y):]], 1), yt), 10
+
+
 def per_image_standardization_nan(images, labels, share=0.02, seed=66):
     """Float images standardized per image, (x - mean) / std; 2% of the train crops missed the garment and are
     blank, so their std is 0 and they become NaN."""
@@ -589,6 +600,11 @@ BLIND6 = [
                "(duplicates across splits); pandas.merge docs (validate='one_to_one' checks unique keys)",
                "tabular (N, 16) rows duplicated 1 to 3 times by a join on a non-unique key, then split at random.",
                join_fanout_duplicates, frozenset({"duplicates", "leakage"}), "data"),
+    HeldOutBug("row_id_feature_sorted_by_class", "Kaufman et al. 2012 (TKDD, leakage in data mining: "
+               "identifiers that encode the target); Kapoor & Narayanan 2023 (Patterns, leakage)", "tabular (N, 17): "
+               "the record id kept as a feature; train was sorted by class before ids were given, so the id "
+               "predicts the label in train, and test ids lie beyond all of them.", row_id_feature_sorted_by_class,
+               frozenset({"shortcuts"}), "data"),
     HeldOutBug("per_image_standardization_nan", "torchvision.transforms.functional.normalize docs (divides by "
                "std); " + ZHANG + " (numerical errors: NaN from division by zero)", "float images standardized "
                "per image; 2% blank crops divide 0 by 0 and become NaN.", per_image_standardization_nan,

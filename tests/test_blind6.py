@@ -386,3 +386,12 @@ def test_per_image_standardization_nan(fmnist):
     assert 0.003 < bad.float().mean() < 0.06 and torch.isnan(x[bad]).all()
     assert torch.isfinite(x[~bad]).all() and torch.isfinite(xt).all()
     assert torch.allclose(x[~bad].mean((1, 2, 3)), torch.zeros(int((~bad).sum())), atol=1e-5)
+
+
+def test_row_id_feature_sorted_by_class(fmnist):
+    (x, y), (xt, yt), _ = data("row_id_feature_sorted_by_class", fmnist)
+    assert x.shape[1] == xt.shape[1] == 17
+    ids, ids_t = x[:, 16], xt[:, 16]
+    assert torch.equal(y, y.sort().values) and torch.equal(ids, torch.arange(len(y)).float())   # id ranks the label
+    assert ids_t.min() > ids.max()                                        # test ids lie beyond the train ids
+    assert torch.equal(x[:, :16].sort(0).values, pooled_features(fmnist[0][:len(y)]).sort(0).values)
