@@ -16,10 +16,10 @@ mechanism, not a renamed copy), and trains without an exception. Shapes and mode
 over variable-length sequences of image rows with hand-written masked attention, an LSTM over the rows of
 3x32x32 colour images, a 4-bit quantized MLP on 8x8 digits, (N, 17) tabular features, Poisson and quantile
 regression, multi-label attributes, per-pixel segmentation, a bfloat16 colour CNN, a binary task fed by a
-DataLoader with a weighted sampler; for the audit, uint8, float32 and tabular splits and 8x8 digits. Sources, cited per bug:
-PyTorch and torchvision documentation where it states the contract the bug breaks, Humbatova et al. 2020
-(ICSE), Islam et al. 2019 (FSE), Zhang et al. 2018 (ISSTA), and the papers of the practice the bug gets
-wrong, of label noise, leakage and shortcuts.
+DataLoader with a weighted sampler; for the audit, uint8, float32 and tabular splits and 8x8 digits.
+Sources, cited per bug: PyTorch and torchvision documentation where it states the contract the bug breaks,
+Humbatova et al. 2020 (ICSE), Islam et al. 2019 (FSE), Zhang et al. 2018 (ISSTA), and the papers of the
+practice the bug gets wrong, of label noise, leakage and shortcuts.
 
 CORRECTED holds, for each pipeline bug, the same pipeline with the bug fixed (tests/test_blind6.py compares
 the two). CORRECT_BLIND6 are correct pipelines in none of the earlier catalogs (no warning allowed),
@@ -531,8 +531,8 @@ BLIND6 = [
                weighted_sampler_without_replacement, frozenset({"batch_order"})),
     # what is trained
     HeldOutBug("activation_rounded_in_forward", "torch.round (a step function: autograd's gradient of it is "
-               "zero); Bengio, Leonard & Courville 2013 (straight-through estimator); " + ISLAM + " (API misuse)", "8x8 digits, "
-               "hidden activations quantized with torch.round in forward, no straight-through estimator: no "
+               "zero); Bengio, Leonard & Courville 2013 (straight-through estimator); " + ISLAM + " (API misuse)",
+               "8x8 digits, hidden activations quantized with torch.round in forward, no straight-through estimator: no "
                "gradient reaches the first layer.", activation_rounded_in_forward, frozenset({"param_grads"})),
     HeldOutBug("pure_bf16_weights", "Micikevicius et al. 2018, Mixed Precision Training (ICLR: float32 master "
                "weights, because small updates are lost when added to half-precision weights); Kalamkar et al. "
@@ -544,8 +544,8 @@ BLIND6 = [
                "train step: each step starts from fresh random weights.", init_in_train_step,
                frozenset({"reinitialized_each_step"})),
     HeldOutBug("seed_reset_in_step", "PyTorch Reproducibility notes (torch.manual_seed seeds the global "
-               "generator that dropout draws from); " + HUMBATOVA + " (training: regularisation)", "torch.manual_seed(0) inside the train step: "
-               "dropout draws the same mask every step, so the same half of the hidden units never trains.",
+               "generator that dropout draws from); " + HUMBATOVA + " (training: regularisation)",
+               "torch.manual_seed(0) inside the train step: dropout draws the same mask every step, so the same half of the hidden units never trains.",
                seed_reset_in_step, frozenset({"reseeded_each_step"})),
     # what the loss counts
     HeldOutBug("poisson_rate_into_log_input_loss", "torch.nn.PoissonNLLLoss docs (log_input=True by default: the "
@@ -582,8 +582,8 @@ BLIND6 = [
                "re-exposed) split at random by photo: most test garments have a sibling photo in train.",
                split_by_image_not_by_item, frozenset({"near_leakage"}), "data"),
     HeldOutBug("test_labels_noisy", "Northcutt, Athalye & Mueller 2021 (NeurIPS D&B: label errors in test sets); "
-               "Xiao et al. 2017 (Fashion-MNIST: shirts, T-shirts, pullovers and coats look alike)", "25% of the test labels replaced by "
-               "each garment's usual confusion (shirt for T-shirt, coat for pullover...).", test_labels_noisy,
+               "Xiao et al. 2017 (Fashion-MNIST: shirts, T-shirts, pullovers and coats look alike)",
+               "25% of the test labels replaced by each garment's usual confusion (shirt for T-shirt, coat for pullover...).", test_labels_noisy,
                frozenset({"label_issues", "label_map"}), "data"),
     HeldOutBug("test_jpeg_compressed", "Dodge & Karam 2016 (QoMEX: image quality, JPEG compression degrades deep "
                "networks); Hendrycks & Dietterich 2019 (ICLR, ImageNet-C: JPEG corruption)", "test images saved "
