@@ -532,8 +532,9 @@ BLIND6 = [
     # what is trained
     HeldOutBug("activation_rounded_in_forward", "torch.round (a step function: autograd's gradient of it is "
                "zero); Bengio, Leonard & Courville 2013 (straight-through estimator); " + ISLAM + " (API misuse)",
-               "8x8 digits, hidden activations quantized with torch.round in forward, no straight-through estimator: no "
-               "gradient reaches the first layer.", activation_rounded_in_forward, frozenset({"param_grads"})),
+               "8x8 digits, hidden activations quantized with torch.round in forward, no straight-through "
+               "estimator: no gradient reaches the first layer.", activation_rounded_in_forward,
+               frozenset({"param_grads"})),
     HeldOutBug("pure_bf16_weights", "Micikevicius et al. 2018, Mixed Precision Training (ICLR: float32 master "
                "weights, because small updates are lost when added to half-precision weights); Kalamkar et al. "
                "2019 (A Study of BFLOAT16 for Deep Learning Training); PyTorch AMP docs", "a colour CNN converted "
@@ -545,8 +546,8 @@ BLIND6 = [
                frozenset({"reinitialized_each_step"})),
     HeldOutBug("seed_reset_in_step", "PyTorch Reproducibility notes (torch.manual_seed seeds the global "
                "generator that dropout draws from); " + HUMBATOVA + " (training: regularisation)",
-               "torch.manual_seed(0) inside the train step: dropout draws the same mask every step, so the same half of the hidden units never trains.",
-               seed_reset_in_step, frozenset({"reseeded_each_step"})),
+               "torch.manual_seed(0) inside the train step: dropout draws the same mask every step, so the same "
+               "half of the hidden units never trains.", seed_reset_in_step, frozenset({"reseeded_each_step"})),
     # what the loss counts
     HeldOutBug("poisson_rate_into_log_input_loss", "torch.nn.PoissonNLLLoss docs (log_input=True by default: the "
                "input is log(rate)); " + HUMBATOVA + " (training: wrong loss function; model: wrong activation "
@@ -583,8 +584,8 @@ BLIND6 = [
                split_by_image_not_by_item, frozenset({"near_leakage"}), "data"),
     HeldOutBug("test_labels_noisy", "Northcutt, Athalye & Mueller 2021 (NeurIPS D&B: label errors in test sets); "
                "Xiao et al. 2017 (Fashion-MNIST: shirts, T-shirts, pullovers and coats look alike)",
-               "25% of the test labels replaced by each garment's usual confusion (shirt for T-shirt, coat for pullover...).", test_labels_noisy,
-               frozenset({"label_issues", "label_map"}), "data"),
+               "25% of the test labels replaced by each garment's usual confusion (shirt for T-shirt, coat for "
+               "pullover...).", test_labels_noisy, frozenset({"label_issues", "label_map"}), "data"),
     HeldOutBug("test_jpeg_compressed", "Dodge & Karam 2016 (QoMEX: image quality, JPEG compression degrades deep "
                "networks); Hendrycks & Dietterich 2019 (ICLR, ImageNet-C: JPEG corruption)", "test images saved "
                "as JPEG at quality 10: block artifacts train never had.", test_jpeg_compressed,
