@@ -681,6 +681,28 @@ def row_transformer(images, labels):
     return RowTransformer(), (trimmed_rows(images), labels), nn.CrossEntropyLoss(), adamw(), standard_step
 
 
+class CausalRowTransformer(nn.Module):
+    """Decoder-only (GPT-style) over the 28 rows: causal self-attention, classified from the LAST row's token,
+    the one that has attended to every row."""
+
+    def __init__(self, dim=48, heads=4, depth=2):
+        super().__init__()
+        self.embed, self.pos = nn.Linear(28, dim), nn.Parameter(0.02 * torch.randn(1, 28, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+    def forward(self, x):                                                 # x: (B, 1, 28, 28)
+        t = self.embed(x.squeeze(1)) + self.pos                           # (B, 28 rows, dim)
+        mask = nn.Transformer.generate_square_subsequent_mask(t.shape[1], device=x.device)
+        t = self.encoder(t, mask=mask, is_causal=True)
+        return self.head(self.norm(t[:, -1]))
+
+
+def causal_row_transformer(images, labels):
+    return CausalRowTransformer(), (standardize(images), labels), nn.CrossEntropyLoss(), adamw(), standard_step
+
+
 def rdrop_step(model, batch, loss_fn, optimizer, alpha=1.0):
     """R-Drop (Liang et al. 2021): two passes with different dropout masks, CE on both plus their symmetric KL."""
     x, y = batch
@@ -790,6 +812,8 @@ CORRECT_BLIND6 = [
              quantile_regression),
     Pipeline("row_transformer_padding_mask", "variable-length row sequences (N, 32, 28), a class token, "
              "hand-written attention masking the padding rows.", row_transformer),
+    Pipeline("causal_row_transformer_last_token", "GPT-style causal attention over the 28 rows, classified from "
+             "the last token, which sees every row: a causal mask used correctly.", causal_row_transformer),
     Pipeline("rdrop_consistency", "R-Drop: two dropout passes per step, CE plus their symmetric KL.", rdrop),
     Pipeline("gradient_centralization", "gradients made mean-zero per output unit before an SGD momentum step.",
              gradient_centralization),

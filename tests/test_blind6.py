@@ -395,3 +395,15 @@ def test_row_id_feature_sorted_by_class(fmnist):
     assert torch.equal(y, y.sort().values) and torch.equal(ids, torch.arange(len(y)).float())   # id ranks the label
     assert ids_t.min() > ids.max()                                        # test ids lie beyond the train ids
     assert torch.equal(x[:, :16].sort(0).values, pooled_features(fmnist[0][:len(y)]).sort(0).values)
+
+
+def test_causal_row_transformer_sees_every_row(fmnist):
+    """The correct causal model reads the last token: a change in the first row alone changes its output."""
+    torch.manual_seed(0)
+    model, (x, _), _, _, _ = BY_NAME["causal_row_transformer_last_token"].build(*fmnist)
+    x = x[:16]
+    other = x.clone()
+    other[:, :, 0] = torch.randn_like(other[:, :, 0])
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(other), atol=1e-4)
