@@ -21,6 +21,14 @@ Sources, cited per bug: PyTorch and torchvision documentation where it states th
 Humbatova et al. 2020 (ICSE), Islam et al. 2019 (FSE), Zhang et al. 2018 (ISSTA), and the papers of the
 practice the bug gets wrong, of label noise, leakage and shortcuts.
 
+Closest earlier entries, for whoever judges novelty (same family, another mechanism): dropout_in_plain_dict and
+layers_in_python_list (an unregistered container; here no parameter is lost, eval() is); palette_mask_integer_division
+and target_integer_division (`//` in a target); weighted_sampler_without_replacement and sampler_given_class_weights
+(a sampler's contract); split_by_image_not_by_item and zoomed_copies_in_test (near copies across the split);
+test_labels_noisy and class_conditional_label_flips (structured noise, there in train); row_id_feature_sorted_by_class
+and target_encoding_in_sample (a tabular column that leaks the label); coarse_labels_merged and
+classes_merged_in_train (a label space changed, here by a second taxonomy).
+
 CORRECTED holds, for each pipeline bug, the same pipeline with the bug fixed (tests/test_blind6.py compares
 the two). CORRECT_BLIND6 are correct pipelines in none of the earlier catalogs (no warning allowed),
 clean_splits6 the clean data the audit must pass.
