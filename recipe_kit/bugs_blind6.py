@@ -711,6 +711,51 @@ def causal_row_transformer(images, labels):
     return CausalRowTransformer(), (standardize(images), labels), nn.CrossEntropyLoss(), adamw(), standard_step
 
 
+class CausalTCN(nn.Module):
+    """A temporal convolutional net (Bai, Kolter & Koltun 2018) over the rows: each row's 28 pixels are the
+    channels, the rows the time axis; causal dilated Conv1d (1, 2, 4, 8: receptive field 31 rows)."""
+
+    def __init__(self, width=32):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(28 if d == 1 else width, width, 3, dilation=d) for d in (1, 2, 4, 8))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):                                                 # x: (B, 1, 28, 28)
+        h = x.squeeze(1).transpose(1, 2)                                  # (B, 28 pixels, 28 rows)
+        for conv in self.convs:
+            h = F.relu(conv(F.pad(h, (2 * conv.dilation[0], 0))))         # padded on the left only: causal
+        return self.head(h[:, :, -1])                                     # the last row has seen them all
+
+
+def causal_tcn(images, labels):
+    return CausalTCN(), (standardize(images), labels), nn.CrossEntropyLoss(), adam(2e-3), standard_step
+
+
+class CoralHead(nn.Module):
+    """CORAL ordinal head (Cao, Mirjalili & Raschka 2020): one shared weight vector, K - 1 ordered biases; output
+    k is the logit of 'level > k'."""
+
+    def __init__(self, inputs, levels):
+        super().__init__()
+        self.fc = nn.Linear(inputs, 1, bias=False)
+        self.bias = nn.Parameter(torch.linspace(1, -1, levels - 1))
+
+    def forward(self, h):
+        return self.fc(h) + self.bias                                     # (B, K - 1)
+
+
+def ordinal_targets(images, levels=5):
+    """The share of bright pixels binned into 5 ordered levels (quintiles), as K - 1 cumulative 0/1 targets."""
+    t = (images > 127).float().mean((1, 2, 3))
+    level = torch.bucketize(t, torch.quantile(t, torch.tensor([0.2, 0.4, 0.6, 0.8])))
+    return (level[:, None] > torch.arange(levels - 1)).float()          # (N, 4)
+
+
+def ordinal_coral(images, labels):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), CoralHead(64, 5))
+    return model, (standardize(images), ordinal_targets(images)), nn.BCEWithLogitsLoss(), adam(), standard_step
+
+
 def rdrop_step(model, batch, loss_fn, optimizer, alpha=1.0):
     """R-Drop (Liang et al. 2021): two passes with different dropout masks, CE on both plus their symmetric KL."""
     x, y = batch
@@ -822,6 +867,10 @@ CORRECT_BLIND6 = [
              "hand-written attention masking the padding rows.", row_transformer),
     Pipeline("causal_row_transformer_last_token", "GPT-style causal attention over the 28 rows, classified from "
              "the last token, which sees every row: a causal mask used correctly.", causal_row_transformer),
+    Pipeline("causal_tcn_rows", "a causal dilated Conv1d net over the rows (pixels as channels), read at the last "
+             "row: its input is the transposed image on purpose.", causal_tcn),
+    Pipeline("ordinal_coral", "ordinal regression of 5 brightness levels with a CORAL head: 4 cumulative logits, "
+             "BCEWithLogitsLoss on 'level > k' targets.", ordinal_coral),
     Pipeline("rdrop_consistency", "R-Drop: two dropout passes per step, CE plus their symmetric KL.", rdrop),
     Pipeline("gradient_centralization", "gradients made mean-zero per output unit before an SGD momentum step.",
              gradient_centralization),

@@ -407,3 +407,9 @@ def test_causal_row_transformer_sees_every_row(fmnist):
     model.eval()
     with torch.no_grad():
         assert not torch.allclose(model(x), model(other), atol=1e-4)
+
+
+def test_ordinal_targets_are_cumulative(fmnist):
+    t = bugs_blind6.ordinal_targets(fmnist[0])
+    assert t.shape == (N, 4) and (t[:, :-1] >= t[:, 1:]).all()           # level > k implies level > k - 1
+    assert torch.allclose(t.sum(1).long().bincount(minlength=5).float() / N, torch.full((5,), 0.2), atol=0.06)
