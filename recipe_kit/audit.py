@@ -280,7 +280,8 @@ def check_value_range(d, report):
         stats["dtype"] = str(d[split]["x"].dtype).replace("torch.", "")
         if stats["count"] == 0:
             continue
-        if d[split]["x"].is_floating_point() and stats["min"] >= 0 and 2 < stats["max"] <= 255:
+        # floats whose maximum is that of 8-bit pixels; a dataset's own units (digits' 0..16) are not pixels
+        if d[split]["x"].is_floating_point() and stats["min"] >= 0 and 128 < stats["max"] <= 255:
             report.add("value_range", "warning", f"{split}: float values span {stats['min']:g}..{stats['max']:g}, "
                        "like raw 0..255 pixels.",
                        "Forgot to divide by 255 or to normalize? Most models expect 0..1 or standardized "

@@ -44,6 +44,11 @@ SEPARATION_GAP = 0.25
 POSITION_GAP = 0.15
 POSITION_STATISTICS = ("vertical position (centre of mass)", "horizontal position (centre of mass)")
 MIN_PER_CLASS = 10          # a class counts in the separation only with this many samples in both splits
+# The gap must also stand out from sampling noise: NULL_Z standard deviations of the gaps that NULL_SPLITS
+# random re-splits of the pooled samples (same sizes) give. 2000/500 Fashion-MNIST: sd 0.01-0.02, so the
+# limits above decide; 530/133 (8 classes, ~17 test samples each): sd ~0.05, and a clean gap of 0.16 in
+# horizontal position is noise.
+NULL_SPLITS, NULL_Z = 40, 4.0
 
 
 def feature_names(x):
@@ -215,6 +220,8 @@ def check_shortcuts(d, report):
     rng = np.random.default_rng(d["seed"] + 3)
     pick = lambda s: torch.from_numpy(np.sort(rng.choice(len(s["y"]), min(len(s["y"]), SHORTCUT_SAMPLES), replace=False)))
     a, b = pick(tr), pick(te)
+    # the halves below by chance, not by file order (a train file sorted by class would split by class)
+    a = a[torch.from_numpy(np.random.default_rng(d["seed"] + 4).permutation(len(a)))]
     if len(a) < 40 * C or len(b) < 10 * C:
         return f"needs {40 * C} train and {10 * C} test samples"
     images = torch.cat([tr["x"][a], te["x"][b]])
@@ -240,7 +247,7 @@ def check_shortcuts(d, report):
     se = np.sqrt(max(acc_te * (1 - acc_te), 0.01) / len(yt))
     report.details["shortcuts"] = {"feature": name, "train_accuracy": acc_tr, "test_accuracy": acc_te}
     if images.ndim == 4:
-        check_statistic_shortcut(images[:len(y)], y, images[len(y):], yt, d["classes"], report)
+        check_statistic_shortcut(images[:len(y)], y, images[len(y):], yt, d["classes"], report, d["seed"])
     strong = acc_tr >= chance + SHORTCUT_STRENGTH * (1 - chance)    # as good as a model of the object
     if strong and acc_tr - acc_te > SHORTCUT_GAP and acc_tr - acc_te > 4 * se:
         report.add("shortcuts", "error", f"{name} alone predicts the train label {acc_tr:.0%} of the time (held-out "
@@ -250,7 +257,7 @@ def check_shortcuts(d, report):
                    f"made. {STAGE1}.", where=name)
 
 
-def check_statistic_shortcut(x, y, xt, yt, class_names, report):
+def check_statistic_shortcut(x, y, xt, yt, class_names, report, seed=0):
     """An image statistic (sharpness, exposure, contrast, border) that separates the classes in train far more
     than in test: the source of the images, not the object, predicts the label in train."""
     classes = [c for c in range(len(class_names)) if (y == c).sum() >= MIN_PER_CLASS and (yt == c).sum() >= MIN_PER_CLASS]
@@ -268,6 +275,10 @@ def check_statistic_shortcut(x, y, xt, yt, class_names, report):
         "statistic": names[k], "separation_train": sep_tr[k].item(), "separation_test": sep_te[k].item()}
     if gap < limit[k].item():
         return
+    noise = resplit_gaps(stats[:, k], torch.cat([y[keep], yt[keep_t]]), n, classes, seed).std().item()
+    report.details["shortcuts"]["resplit_sd"] = noise
+    if gap < NULL_Z * noise:
+        return                                        # within what random splits of these samples give
     pct = lambda v, labels, c: (v.argsort().argsort()[labels == c].double().mean() / max(len(v) - 1, 1)).item()
     shift = [(abs(pct(stats[:n, k], y[keep], c) - pct(stats[n:, k], yt[keep_t], c)), c) for c in classes]
     _, c = max(shift)
@@ -278,6 +289,19 @@ def check_statistic_shortcut(x, y, xt, yt, class_names, report):
                "exposure, framing) tells the label, and a model can learn it instead of the object.",
                f"Compare that statistic per class in train and test; make every source cover every class, or "
                f"normalize it away. {STAGE1}.", where=names[k])
+
+
+def resplit_gaps(values, labels, n, classes, seed):
+    """Train-minus-test rank separation of one statistic over NULL_SPLITS random re-splits of the pooled
+    samples into the same sizes: how large a gap sampling alone makes with this many samples per class."""
+    g = torch.Generator().manual_seed(seed + 11)
+    gaps = []
+    for _ in range(NULL_SPLITS):
+        order = torch.randperm(len(labels), generator=g)
+        a, b = order[:n], order[n:]
+        gaps.append((rank_separation(values[a, None], labels[a], classes) -
+                     rank_separation(values[b, None], labels[b], classes)).item())
+    return torch.tensor(gaps)
 
 
 def quantile_bins(values, n_fit):
