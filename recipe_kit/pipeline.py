@@ -596,10 +596,6 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
         if not keep.any():
             raise BadInput("train: every sampled input contains NaN or inf; fix the data (stage 1).")
         x, y = x[keep], y[keep]
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if x.is_floating_point() and param is not None and x.dtype != param.dtype:
-        raise BadInput(f"train: inputs are {x.dtype} but the model's parameters are {param.dtype}; convert "
-                       "X with X.float() (numpy: X.astype(np.float32)).")
     pipe = {"model": model, "loss_fn": loss_fn, "make_optimizer": make_optimizer, "train_step": train_step,
             "x": x, "y": y, "stream": stream and stream[0], "stream_repeats": stream and stream[1],
             "batch_size": int(batch_size), "device": device, "seed": seed, "problems": problems, "cache": {}}
@@ -609,8 +605,12 @@ def setup(model, train, loss_fn, make_optimizer, train_step, num_classes, seed, 
             out = trace(fresh_model(pipe), probe_x)
     except ModelFailed as f:
         where = f"'{f.where}'"
+        param = next((p for p in model.parameters() if p.is_floating_point()), None)
         dtype_hint = ("" if x.is_floating_point() else
                       f" The inputs are {x.dtype}: convert them to float and normalize (stage 1).")
+        if x.is_floating_point() and param is not None and x.dtype != param.dtype:   # a model that casts is fine
+            dtype_hint = (f" The inputs are {x.dtype} but the model's parameters are {param.dtype}: convert X "
+                          "with X.float() (numpy: X.astype(np.float32)), or keep float32 weights under autocast.")
         raise BadInput(f"model raised {type(f.error).__name__} in {where} on a batch of inputs of shape "
                        f"{tuple(probe_x.shape)} ({probe_x.dtype}): {first_line(f.error)}.{dtype_hint} Make "
                        "the model accept train's inputs (check in_features/channels and reshapes).") from None

@@ -22,6 +22,7 @@ CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 SQUASHERS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin, nn.Tanh)
 RESHAPERS = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
+POSITIVE_OUTPUTS = (nn.Softplus, nn.ReLU, nn.Sigmoid, nn.Softmax)   # outputs that can only be rates, not logs
 
 STEP_CALLS = 16         # most train_step calls spent waiting for optimizer.step() (accumulation steps every k)
 OVERFIT_SAMPLES = 8      # the "one small batch" to memorize
@@ -90,7 +91,13 @@ SORTED_ERROR, SORTED_WARNING = 0.5, 0.8   # clean loader 1.21; sorted_unshuffled
 # overfit_batch: progress = (constant-model loss - end) / (constant-model loss - floor) on 8 samples.
 BELOW_FLOOR = 0.01       # (floor - end) / room above: error; clean <= -1.5e-5; l2_penalty_wrong_sign 0.057
 OVERFIT_DONE = 0.05      # stop early once within 5% of the room above the floor
-DIVERGE_FACTOR, DIVERGE_MARGIN = 1.5, 0.1   # end > 1.5 max(start, constant) + 0.1: diverges
+# Weights stored in bfloat16/float16: the share of those with a nonzero gradient that the first step left
+# exactly unchanged (rounded away). float32 weights are not judged. A bfloat16 colour CNN: Adam lr 2e-4 0.30,
+# 1e-3 0.007, 1e-2 0; SGD (momentum 0.9) lr 0.01 0.71, 0.05 0.31, 0.5 0.05.
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+UNMOVED_SHARE = 0.1
+DIVERGE_FACTOR, DIVERGE_MARGIN = 1.5, 0.1   # end > 1.5 max(start, constant) + 0.1: diverges (for a negative
+                                            # loss such as Poisson NLL: 0.5 of its size above it)
 OVERFIT_ERROR, OVERFIT_WARNING = 0.2, 0.9   # clean >= 0.889 (segmentation_bce; 0.92 in other runs: borderline);
                                             # errors <= 0 (lr_zero -0.14, loss_scale_not_undone -0.15)
 # Per-position targets (segmentation): 8 images hold thousands of labels to memorize, so 300 steps get less
@@ -282,7 +289,10 @@ def step_changes_scale(pipe, report):
     std = given.std(1).clamp_min(1e-12)
     ratio = fed.std(1) / std
     shift = (fed.mean(1) - given.mean(1)).abs() / std
-    c = int(torch.maximum(ratio.log().abs(), shift).argmax())
+    varies = given.std(1) > 0                  # a constant channel (a flag, padding) has no scale to keep
+    if not varies.any():
+        return False
+    c = int(torch.where(varies, torch.maximum(ratio.log().abs(), shift), -1.0).argmax())
     note(report, "input_scale", step_std_ratio=ratio[c].item(), step_mean_shift=shift[c].item())
     if max(ratio[c].item(), 1 / max(ratio[c].item(), 1e-12)) < STEP_SCALE_WARNING and shift[c] < STEP_SHIFT_WARNING:
         return False
@@ -394,7 +404,7 @@ def check_output_activation(pipe, report):
     if kind is None and pipe["num_classes"] is not None:
         return loss_prefers_right_answer(pipe, report)
     if kind is None:
-        return bounded_output_vs_targets(pipe, report)
+        return None if rate_into_log_loss(pipe, report) else bounded_output_vs_targets(pipe, report)
     pr = probe(pipe)
     out, C = pr["out"].float(), pipe["num_classes"]
     s = class_scores(out)
@@ -479,6 +489,22 @@ def logits_bounded(pipe):
 # OUT_OF_RANGE of the targets lie outside: those can never be reached. Standardized targets under a sigmoid: 50%.
 OUT_OF_RANGE = 0.1
 BOUNDS = ((nn.Sigmoid, 0.0, 1.0), (nn.Softmax, 0.0, 1.0), (nn.Tanh, -1.0, 1.0))
+
+
+def rate_into_log_loss(pipe, report):
+    """True (and an error) when PoissonNLLLoss reads the output as log(rate) (log_input=True, its default)
+    but the model ends in an activation that makes it a rate (>= 0): exp(output) >= 1, so rates below 1
+    are out of reach and the model learns log(count) in a unit it was not built for."""
+    loss = pipe["loss_fn"]
+    last_name, last = probe(pipe)["last"] or ("", None)
+    if not (isinstance(loss, nn.PoissonNLLLoss) and loss.log_input and isinstance(last, POSITIVE_OUTPUTS)):
+        return False
+    report.add("output_activation", "error", f"PoissonNLLLoss(log_input=True) reads the output as log(rate), but "
+               f"the model ends in {type(last).__name__} ('{last_name}'), which makes the output a rate (>= 0): the "
+               "loss exponentiates it again, so predicted rates cannot go below 1 and the output learns log(count) "
+               "through an activation built for a rate.", "Drop the final activation and read the rate as "
+               "exp(output), or keep it and pass PoissonNLLLoss(log_input=False); stage 2.", last_name)
+    return True
 
 
 def bounded_output_vs_targets(pipe, report):
@@ -912,6 +938,8 @@ def check_step_updates(pipe, report):
         return None
     if step_undone(rec, report):
         return None
+    if rounded_away(rec, first, moved_to, before, [n for n in common if before[n].dtype in LOW_PRECISION], report):
+        return None
     ratios = {n: ((moved_to[n] - before[n]).norm() / before[n].norm()).item() for n in common
               if before[n].ndim >= 2 and before[n].norm() > 0 and first[n].any()}
     worst = max(ratios, key=ratios.get, default=None)
@@ -942,6 +970,27 @@ def check_step_updates(pipe, report):
     elif all(math.isfinite(v) for v in losses) and losses[-1] > JUMP_FACTOR * abs(losses[0]) + JUMP_MARGIN:
         report.add("step_updates", "warning", f"the loss jumped within {len(losses)} calls ({', '.join(f'{v:.3g}' for v in losses)}): "
                    "the lr looks high.", "Try a smaller lr; stage 5.", "make_optimizer")
+
+
+def rounded_away(rec, grads, after, before, low, report):
+    """True (and an error) when the weights themselves are stored in bfloat16/float16 and the first step
+    left most of those with a nonzero gradient exactly as they were: an update smaller than half the spacing
+    of representable values around a weight (bfloat16: 1/256 of it) rounds back to the same weight."""
+    nonzero = sum(int((grads[n] != 0).sum()) for n in low)
+    if not nonzero:
+        return False
+    still = sum(int(((grads[n] != 0) & (after[n] == before[n])).sum()) for n in low)
+    note(report, "step_updates", unmoved_share=still / nonzero)
+    if still / nonzero <= UNMOVED_SHARE:
+        return False
+    dtypes = sorted({str(before[n].dtype).replace("torch.", "") for n in low})
+    report.add("step_updates", "error", f"the weights are stored in {'/'.join(dtypes)}, and the first step left "
+               f"{still / nonzero:.0%} of those with a nonzero gradient exactly unchanged: each update is smaller "
+               "than half the gap between representable values around the weight (bfloat16 keeps 8 bits: a "
+               "weight of 0.1 moves in steps of 0.0005), so it rounds away and those weights never train.",
+               "Keep float32 weights and run the forward under torch.autocast(dtype=torch.bfloat16) (mixed "
+               "precision), instead of model.to(torch.bfloat16); stage 2.", listed(modules_of(low)))
+    return True
 
 
 def hook_count(model, opt):
@@ -1220,7 +1269,10 @@ def check_batch_order(pipe, report):
     stream = pipe["stream"]
     if stream is None:
         return "train is not a loader: preflight draws its own shuffled batches (pass your DataLoader to check its order)"
-    if pipe["num_classes"] is None:
+    C, y = pipe["num_classes"], pipe["y"]
+    if C is None and y.numel() == len(y) and bool(((y == 0) | (y == 1)).all()):
+        C, y = 2, y.reshape(-1).long()                  # one 0/1 target per sample: two classes
+    if C is None:
         return "targets are not class labels"
     repeats = pipe["stream_repeats"]
     if len(stream) >= 2 and repeats >= (len(stream) - 1) / 2:
@@ -1230,11 +1282,10 @@ def check_batch_order(pipe, report):
                    "stage 2.", "train")
         return None
     size = len(stream[0])
-    full = [s.reshape(-1) for s in stream if len(s) == size]
+    full = [s.reshape(-1).long() for s in stream if len(s) == size]
     if size < 2 or len(full) < 2:
         return "needs at least two batches of two or more samples"
-    C = pipe["num_classes"]
-    p = torch.bincount(pipe["y"].reshape(-1).cpu().clamp(0, C - 1), minlength=C).double()
+    p = torch.bincount(y.reshape(-1).cpu().clamp(0, C - 1), minlength=C).double()
     p /= p.sum()
     gen = torch.Generator().manual_seed(pipe["seed"])
     shuffled = torch.multinomial(p, 200 * full[0].numel(), replacement=True, generator=gen).reshape(200, -1)
@@ -1246,12 +1297,15 @@ def check_batch_order(pipe, report):
     single = sum(int(len(b.unique()) == 1) for b in full)
     said = (f"the loader's first {len(full)} batches have label entropy {seen:.3f} nats on average, vs "
             f"{expected:.3f} for shuffled batches of {size} ({single} hold a single class)")
-    hint = "Shuffle the training loader (DataLoader(..., shuffle=True) / BatchLoader(shuffle=True)); stage 1."
+    hint = ("Shuffle the training loader (DataLoader(..., shuffle=True) / BatchLoader(shuffle=True); a "
+            "WeightedRandomSampler with replacement=True); stage 1.")
     if seen < SORTED_ERROR * expected:
-        report.add("batch_order", "error", said + ": the data is sorted by label and not shuffled, so each "
-                   "step pulls the model toward one class and training oscillates.", hint, "train")
+        report.add("batch_order", "error", said + ": the data is sorted by label and not shuffled (or a "
+                   "WeightedRandomSampler draws without replacement: the heavy samples first, then the rest), so "
+                   "each step pulls the model toward one class and training oscillates.", hint, "train")
     elif seen < SORTED_WARNING * expected:
-        report.add("batch_order", "warning", said + ": batches are partly grouped by label.", hint, "train")
+        report.add("batch_order", "warning", said + ": batches are partly grouped by label (sorted chunks, or a "
+                   "WeightedRandomSampler drawing without replacement: the heavy samples first).", hint, "train")
 
 
 def batch_reach(pipe):
@@ -1311,17 +1365,19 @@ def check_overfit_batch(pipe, report):
             break
     end = sum(losses[-5:]) / len(losses[-5:])
     progress = (const - end) / room
+    best = f"best possible {floor:.3g}" if nonnegative(pipe) or const > floor else "its lowest value unknown"
     said = (f"after {len(losses)} steps on {OVERFIT_SAMPLES} samples the loss is {end:.3g} (start {losses[0]:.3g}; "
-            f"best possible {floor:.3g}; a model ignoring its inputs gets {const:.3g})")
+            f"{best}; a model ignoring its inputs gets {const:.3g})")
     details = {"losses": losses, "floor": floor, "constant": const}
     note(report, "overfit_batch", progress=progress, below_floor=(floor - end) / room)
+    top = max(losses[0], const)
     if nonnegative(pipe) and end < floor - BELOW_FLOOR * room:
         report.add("overfit_batch", "error", said + f": train_step returns a loss below the lowest value "
                    f"{type(pipe['loss_fn']).__name__} can take, so something is subtracted from it - a penalty "
                    "with the wrong sign (loss - l2 instead of loss + l2), or targets outside the loss's range.",
                    "Add regularization terms to the loss (+), and keep targets in the loss's range; stage 3.",
                    "train_step", **details)
-    elif end > DIVERGE_FACTOR * max(losses[0], const) + DIVERGE_MARGIN:
+    elif end > top + (DIVERGE_FACTOR - 1) * abs(top) + DIVERGE_MARGIN:     # also for losses below 0
         report.add("overfit_batch", "error", said + ": the loss diverges.",
                    "Lower the lr; check the sign of the loss; stage 3.", "make_optimizer", **details)
     elif progress < OVERFIT_ERROR:
