@@ -8,8 +8,10 @@ pipelines (correct_pipelines.py, tests/test_preflight.py) and on the bugs that b
 """
 import gc
 import math
+import random
 import warnings
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -51,6 +53,12 @@ BALANCED_RATIO = 1.5        # most/least frequent class below this: balanced, an
 # within 0.001 of 0, plain losses on imbalanced data 1.0; sampler+pos_weight -1.0, sampler given the class
 # counts 6.5, weights equal to the counts 2.0 (the weight-slope error already names that one).
 PRIOR_INVERTED, PRIOR_AMPLIFIED = -0.5, 1.5
+# 0/1 targets shaped like the outputs: the share of outputs the loss pushes toward their target from 0.
+# BCE, focal, Dice, MultiLabelSoftMargin: 1.0; MultiLabelMarginLoss given multi-hot rows: see section 16.
+PUSHED_RIGHT = 0.9
+# An output class no target names, judged when the pool holds this many samples per output (a class at 2%
+# of the data is then missing by chance with p < 1e-8).
+ABSENT_MIN_SAMPLES = 100
 ID_TARGET_CLASSES = 6       # integer targets 0..K-1, K >= this, under a regression loss: class ids as numbers
 # lr_schedule: the lr after its peak, over LR_CALLS calls of train_step. OneCycleLR over 2000 steps: 1.0 of
 # its peak at call 200; StepLR(step_size=10, gamma=0.5) stepped per batch: 1e-6. Clean >= 0.2 (swa_phase);
@@ -466,7 +474,7 @@ def check_loss_classes(pipe, report):
     if pipe["loss_kind"] is None:
         if loss_linear_in_outputs(pipe, report):
             return None
-        if loss_targets(pipe, report):
+        if loss_targets(pipe, report) or targets_pushed_wrong(pipe, report):
             return None
         trained_prior(pipe, report)
         return regression_on_ids(pipe, report)
@@ -476,6 +484,7 @@ def check_loss_classes(pipe, report):
         return "the loss is not finite on one sample per class"
     counts = torch.bincount(pipe["y"].reshape(-1).clamp(0, C - 1).cpu(), minlength=C).double()
     present = counts > 0
+    absent_classes(pipe, report)
     ignored = [c for c in range(C) if present[c] and w[c] == 0]
     if ignored:
         share = counts[ignored].sum().item() / counts.sum().item()
@@ -517,6 +526,24 @@ def check_loss_classes(pipe, report):
                    "range(C); stage 2.", "loss_fn", weights=w.tolist(), slope=slope, slope_sorted=best)
     else:
         trained_prior(pipe, report)                  # the weights are sound: and with the sampler?
+
+
+def absent_classes(pipe, report):
+    """Classes the model has an output for that no target names, in a pool large enough to hold every class
+    (ABSENT_MIN_SAMPLES per output): the model learns never to predict them. A label conversion that merges
+    classes (a mask saved as 0/128/255 and divided by 128), or more outputs than classes."""
+    C, y = pipe["num_classes"], pipe["y"].reshape(-1).cpu()
+    if len(pipe["y"]) < ABSENT_MIN_SAMPLES * C:
+        return
+    counts = torch.bincount(y[(y >= 0) & (y < C)], minlength=C)
+    absent = [c for c in range(C) if counts[c] == 0]
+    if not absent or len(absent) == C:
+        return
+    report.add("loss_classes", "warning", f"the model outputs {C} class scores, but class(es) {absent} appear in "
+               f"none of {len(pipe['y'])} samples' targets: training only teaches the model never to predict "
+               "them. A label conversion that merged classes (255 // 128 == 1), or more outputs than classes.",
+               "Check the targets' values (torch.unique(y)) against the classes you mean; give the model one "
+               "output per class; stage 1.", "loss_fn", absent=absent)
 
 
 def constant_optimum(pipe, y):
@@ -567,7 +594,8 @@ def trained_prior(pipe, report):
         if y_data.ndim != 1 or out_shape != (C,) or y_data.is_floating_point():
             return                                      # class ids, one score per class
     y_fed = torch.cat([b.reshape(len(b), *y_data.shape[1:]) for b in pipe["stream"]]) if pipe["stream"] else y_data
-    counts = torch.bincount(y_data.reshape(-1).long().cpu(), minlength=C).double()
+    labels = y_data.reshape(-1).long().cpu()
+    counts = torch.bincount(labels[(labels >= 0) & (labels < C)], minlength=C).double()   # markers (-1) aside
     present = counts > 0
     if present.sum() < 2 or counts[present].max() / counts[present].min() < BALANCED_RATIO:
         return                                          # balanced data: any weighting is a choice
@@ -633,6 +661,36 @@ def loss_targets(pipe, report):
                        "label); for soft labels normalize each row to sum to 1; stage 2.", "loss_fn")
             return True
     return False
+
+
+def targets_pushed_wrong(pipe, report):
+    """0/1 targets shaped like the outputs (multi-label rows, masks): from outputs of 0 the loss must push
+    each output up where its target is 1 and down where it is 0. A loss that reads the targets in another
+    format pushes them otherwise: MultiLabelMarginLoss reads a row as class indices (a multi-hot row says
+    "classes 0 and 1"). True (and an error) when under PUSHED_RIGHT of the pushed outputs go the target's way."""
+    y = pipe["y"][:64]
+    shape = (len(y),) + tuple(pipe["out_shape"])
+    if tuple(y.shape) != shape or y.ndim < 2 or not bool(((y == 0) | (y == 1)).all()) or y.min() == y.max():
+        return False
+    z = torch.zeros(shape, device=pipe["device"], requires_grad=True)
+    try:
+        pipe["loss_fn"](z, y).backward()
+    except Exception:
+        return False
+    if z.grad is None or not z.grad.any():
+        return False
+    pushed = z.grad != 0
+    right = (((z.grad < 0) & (y == 1)) | ((z.grad > 0) & (y == 0)))[pushed].float().mean().item()
+    note(report, "loss_classes", pushed_right=right)
+    if right >= PUSHED_RIGHT:
+        return False
+    report.add("loss_classes", "error", f"the targets are 0/1 per output (multi-hot or a mask), but from outputs of "
+               f"0 {type(pipe['loss_fn']).__name__} pushes only {right:.0%} of them toward their target (up where it "
+               "is 1, down where it is 0): the loss reads the targets in another format. MultiLabelMarginLoss "
+               "wants the indices of the positive labels padded with -1, not a multi-hot row.",
+               "For multi-hot 0/1 targets use nn.BCEWithLogitsLoss (or MultiLabelSoftMarginLoss); stage 2.",
+               "loss_fn", pushed_right=right)
+    return True
 
 
 def regression_on_ids(pipe, report):
@@ -955,6 +1013,7 @@ def check_train_eval_consistency(pipe, report):
     written by hand without the 1/p scaling make eval run another network than the one trained; BatchNorm
     whose running statistics are the last batch's (a momentum meant as Keras' 0.99) normalizes eval with one
     batch."""
+    step_reseeds(pipe, report)
     if batchnorm_on_single_samples(pipe, report):
         average_of_train_mode(pipe, report)
         return None
@@ -972,6 +1031,35 @@ def check_train_eval_consistency(pipe, report):
             average_of_train_mode(pipe, report)       # a reason to skip that part is no skip of this check
             return None
     return average_of_train_mode(pipe, report)
+
+
+def random_states():
+    """The global python, numpy and torch random states, as comparable values."""
+    _, keys, pos, *_ = np.random.get_state()
+    return {"python random": random.getstate(), "numpy": (keys.tobytes(), pos), "torch": torch.get_rng_state().tolist()}
+
+
+def step_reseeds(pipe, report):
+    """True (and an error) when train_step sets the global seed at every call: the random state after each
+    call is then the same, so every step draws the same dropout masks and augmentations. Two calls, each
+    from its own random state: only a step that resets the state ends both in the same one (one that draws
+    nothing, or draws only on its first call, leaves the second state as it found it)."""
+    model = fresh_model(pipe).train()
+    optimizer = make_optimizer_for(pipe, model)
+    after = []
+    for k, batch in enumerate(batches_from(pipe, 0, 2, min(pipe["batch_size"], 64))):
+        seed_all(pipe["seed"] + 7919 * (k + 1))
+        call_step(pipe, model, batch, optimizer)
+        after.append(random_states())
+    reset = [k for k in after[0] if after[0][k] == after[1][k]]
+    if not reset:
+        return False
+    report.add("train_eval_consistency", "error", f"train_step resets the {' and '.join(reset)} random seed at every "
+               "call (the random state after each call is the same): every step draws the same dropout masks, "
+               "augmentations and noise, so the same units are dropped at every step and never train, and a "
+               "random augmentation is one fixed transform.", "Seed once, before the training loop "
+               "(rk.seed_everything(0)), never inside the step; stage 2.", "train_step")
+    return True
 
 
 def batchnorm_on_single_samples(pipe, report):
