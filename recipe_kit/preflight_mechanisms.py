@@ -621,8 +621,8 @@ def trained_prior(pipe, report):
         fix = "Give the rare classes the larger weight: weight = N / (C * count); stage 2."
     report.add("loss_classes", "warning", f"the constant output that minimizes loss_fn on {fed} (what training "
                f"pulls a model toward before it learns from the inputs) gives the classes the probabilities on the "
-               f"right, where the data has those on the left ({shown}; slope {slope:.2f} of log prior on log frequency, 1 = the data's, 0 = balanced): {why}.",
-               fix, "loss_fn", prior=prior.tolist(), slope=slope)
+               f"right, where the data has those on the left ({shown}; slope {slope:.2f} of log prior on log "
+               f"frequency, 1 = the data's, 0 = balanced): {why}.", fix, "loss_fn", prior=prior.tolist(), slope=slope)
 
 
 def loss_targets(pipe, report):
@@ -1036,7 +1036,8 @@ def check_train_eval_consistency(pipe, report):
 def random_states():
     """The global python, numpy and torch random states, as comparable values."""
     _, keys, pos, *_ = np.random.get_state()
-    return {"python random": random.getstate(), "numpy": (keys.tobytes(), pos), "torch": torch.get_rng_state().tolist()}
+    return {"python random": random.getstate(), "numpy": (keys.tobytes(), pos),
+            "torch": torch.get_rng_state().tolist()}
 
 
 def step_reseeds(pipe, report):
@@ -1044,6 +1045,8 @@ def step_reseeds(pipe, report):
     call is then the same, so every step draws the same dropout masks and augmentations. Two calls, each
     from its own random state: only a step that resets the state ends both in the same one (one that draws
     nothing, or draws only on its first call, leaves the second state as it found it)."""
+    if not any(p.requires_grad for p in pipe["model"].parameters()):
+        return False                                  # nothing to train: optimizer_params says so
     model = fresh_model(pipe).train()
     optimizer = make_optimizer_for(pipe, model)
     after = []
