@@ -309,10 +309,10 @@ def log_sigmoid_into_nll(images, labels, fixed=False):
     return nn.Sequential(mlp(hidden=128), last), (standardize(images), labels), nn.NLLLoss(), adam(), standard_step
 
 
-def teacher_for(x, y, steps=150, seed=71):
+def teacher_for(x, y, steps=60, seed=71):
     """A small MLP teacher trained here on (x, y) (the 'pretrained' teacher of a distillation), frozen."""
     g = torch.Generator().manual_seed(seed)
-    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     opt = torch.optim.Adam(teacher.parameters(), 1e-3)
     for _ in range(steps):
         i = torch.randint(0, len(y), (128,), generator=g)
@@ -600,9 +600,9 @@ CORRECTED = {b.name: (lambda build: lambda i, l: build(i, l, fixed=True))(b.buil
 
 def instance_norm_cnn(images, labels):
     """InstanceNorm2d with affine parameters: each image normalized by its own statistics, never the batch's."""
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.InstanceNorm2d(16, affine=True), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(16, 32, 3, padding=1), nn.InstanceNorm2d(32, affine=True), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.InstanceNorm2d(8, affine=True), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.InstanceNorm2d(16, affine=True), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
     return model, (standardize(images), labels), nn.CrossEntropyLoss(), adam(2e-3), standard_step
 
 
