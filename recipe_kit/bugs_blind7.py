@@ -101,8 +101,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(t).chunk(3, -1)
         scores = q @ k.transpose(-2, -1) / math.sqrt(t.shape[-1])         # (B, T queries, T keys)
         # BUG (without the fix): softmax over the queries: a key's weights sum to 1, a query's do not
-        self.last = scores.softmax(-1 if self.fixed else -2)
-        return self.proj(self.last @ v)
+        w = scores.softmax(-1 if self.fixed else -2)
+        self.last = w.detach()
+        return self.proj(w @ v)
 
 
 class PatchViT(nn.Module):
@@ -172,29 +173,33 @@ def batch_standardized_in_forward(images, labels, fixed=False):
 
 
 class VIB(nn.Module):
-    """Variational information bottleneck (Alemi et al. 2017): a 16-d Gaussian code, a linear classifier on it.
-    Keeps its KL term in self.kl for the step."""
+    """Variational information bottleneck (Alemi et al. 2017): a 16-d Gaussian code, a linear classifier on it."""
 
     def __init__(self, fixed=False, code=16):
         super().__init__()
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 2 * code))
-        self.head, self.fixed, self.kl = nn.Linear(code, 10), fixed, torch.tensor(0.0)
+        self.head, self.fixed = nn.Linear(code, 10), fixed
+
+    def code(self, x):
+        return self.encoder(x).chunk(2, 1)                                # mu, logvar: (B, code) each
+
+    def sample(self, mu, logvar):
+        if self.fixed and not self.training:
+            return mu                                                     # predict from the mean code
+        return mu + (0.5 * logvar).exp() * torch.randn_like(mu)   # BUG (without the fix): random in eval too
 
     def forward(self, x):
-        mu, logvar = self.encoder(x).chunk(2, 1)
-        self.kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
-        if self.fixed and not self.training:
-            z = mu                                                        # predict from the mean code
-        else:                                  # BUG (without the fix): a random code in eval too
-            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        return self.head(z)
+        return self.head(self.sample(*self.code(x)))
 
 
 def vib_step(model, batch, loss_fn, optimizer, beta=1e-3):
+    """CE on a sampled code plus beta * KL(q(z|x) || N(0, 1))."""
     x, y = batch
     optimizer.zero_grad()
-    loss = loss_fn(model(x), y)
-    (loss + beta * model.kl).backward()
+    mu, logvar = model.code(x)
+    loss = loss_fn(model.head(model.sample(mu, logvar)), y)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    (loss + beta * kl).backward()
     optimizer.step()
     return loss.item()
 
@@ -328,7 +333,7 @@ def distillation_step(teacher, fixed, T=4.0, alpha=0.7):
         x, y = batch
         optimizer.zero_grad()
         with torch.no_grad():
-            t = teacher(x)
+            t = teacher.to(x.device)(x)
         soft = F.softmax(t / T, 1) if fixed else t   # BUG: the teacher's logits as CE's probability targets
         s = model(x)
         loss = alpha * T * T * loss_fn(s / T, soft) + (1 - alpha) * loss_fn(s, y)
