@@ -14,7 +14,8 @@ Every bug class is in none of bugs.py, bugs_heldout.py, bugs_blind.py .. bugs_bl
 not a renamed copy), and trains without an exception. Shapes and model families: a small ViT on 7x7 patches with
 hand-written attention, a bidirectional GRU and a GRUCell loop over image rows, a variational information
 bottleneck, knowledge distillation from a trained teacher, binary per-pixel segmentation with a Dice loss, float16
-autocast with a GradScaler, a hand-written optimizer; for the audit, uint8 and tabular (N, 17) splits.
+autocast with a GradScaler, a hand-written optimizer, multi-label attributes of 3x32x32 colour images; for the audit,
+uint8 images and tabular (N, 17) splits.
 Sources, cited per bug: PyTorch documentation where it states the contract the bug breaks, Humbatova et al. 2020
 (ICSE), Islam et al. 2019 (FSE), Zhang et al. 2018 (ISSTA), and the papers of the practice the bug gets wrong,
 of label noise, leakage, shift and shortcuts.
@@ -40,16 +41,17 @@ import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from .bugs import MEAN, STD, adam, mlp, small_cnn, standard_step, standardize
-from .bugs_blind import Squeezed, ink, mlp_out, scheduled
+from .bugs_blind import ATTRIBUTES, Squeezed, ink, mlp_out, scheduled
 from .bugs_blind2 import digits_uint8
-from .bugs_blind3 import per_model, tinted
+from .bugs_blind3 import per_model, standardize_channels, tinted
 from .bugs_blind5 import pooled_features
 from .bugs_blind6 import CONFUSED
 from .bugs_heldout import HeldOutBug
 from .correct_pipelines import Pipeline
 
 # Declared causes that are no check: no check's one-line description covers them.
-NOT_A_CHECK = frozenset({"attention_softmax_axis", "clip_scaled_gradients", "truncated_backprop", "lr_rises"})
+NOT_A_CHECK = frozenset({"attention_softmax_axis", "clip_scaled_gradients", "truncated_backprop", "lr_rises",
+                         "weight_not_pos_weight"})
 
 HUMBATOVA = "Humbatova et al. 2020 (ICSE)"
 ISLAM = "Islam et al. 2019 (FSE)"
@@ -350,6 +352,22 @@ def distillation_teacher_logits_as_targets(images, labels, fixed=False):
     return mlp(hidden=64), (x, labels), nn.CrossEntropyLoss(), adam(), distillation_step(teacher_for(x, labels), fixed)
 
 
+def colour_attribute_net():
+    """3x32x32 colour images -> 4 attribute logits."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32 * 4, 4))
+
+
+def bce_weight_given_pos_weight(images, labels, fixed=False):
+    """4 multi-label attributes of colour 3x32x32 garments, positives rebalanced by negatives / positives per
+    attribute. BCEWithLogitsLoss's `weight` rescales every element, positive or negative; `pos_weight` is the
+    one that weights the positives: with `weight` the rare attributes are no more likely to be predicted."""
+    t = ATTRIBUTES[labels]                                                # (N, 4) multi-hot
+    balance = (len(t) - t.sum(0)) / t.sum(0).clamp(min=1)
+    loss = nn.BCEWithLogitsLoss(pos_weight=balance) if fixed else nn.BCEWithLogitsLoss(weight=balance)   # BUG
+    return colour_attribute_net(), (standardize_channels(tinted(images)), t), loss, adam(2e-3), standard_step
+
+
 def dice_on_logits(images, labels, fixed=False):
     """Binary segmentation of the bright pixels with a soft Dice loss fed raw logits: the 'Dice' of unbounded
     outputs exceeds 1 (the loss goes negative) by shrinking the background's logits, not by segmenting."""
@@ -548,6 +566,11 @@ BLIND7 = [
                " (training: wrong loss function input)", "knowledge distillation with the teacher's raw logits as "
                "CrossEntropyLoss targets: negative 'probabilities', a loss with no minimum.",
                distillation_teacher_logits_as_targets, frozenset({"loss_classes"})),
+    HeldOutBug("bce_weight_given_pos_weight", "torch.nn.BCEWithLogitsLoss docs (weight: a rescaling of each "
+               "element's loss; pos_weight: a weight of positive examples); " + ISLAM + " (API misuse); " + HUMBATOVA +
+               " (training: loss function)", "multi-label attributes of 3x32x32 colour images, their negatives / "
+               "positives ratios passed as `weight` where `pos_weight` was meant: no rebalancing, rare attributes "
+               "under-predicted.", bce_weight_given_pos_weight, frozenset({"weight_not_pos_weight"})),
     HeldOutBug("dice_on_logits", "Milletari, Navab & Ahmadi 2016 (V-Net: Dice of probabilities); "
                "segmentation_models_pytorch DiceLoss docs (from_logits=True applies the sigmoid); " + HUMBATOVA +
                " (model: missing activation of the last layer)", "binary per-pixel segmentation with a soft Dice "

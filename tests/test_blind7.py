@@ -242,6 +242,21 @@ def test_distillation_teacher_logits_as_targets(fmnist):
         assert (loss > 0) == fixed, loss
 
 
+def test_bce_weight_given_pos_weight(fmnist):
+    """At zero logits the positives of the rarest attribute pull harder than its negatives only with the fix."""
+    for fixed in (False, True):
+        _, (x, t), loss_fn, _, _ = parts("bce_weight_given_pos_weight", fmnist, fixed)
+        assert x.shape[1:] == (3, 32, 32) and t.shape == (N, 4)
+        logits = torch.zeros(N, 4, requires_grad=True)
+        loss_fn(logits, t).backward()
+        rare = t.mean(0).argmin()
+        pos, neg = t[:, rare] == 1, t[:, rare] == 0
+        pull = logits.grad[pos, rare].abs().sum() / logits.grad[neg, rare].abs().sum()
+        assert 0.2 < t[:, rare].mean() < 0.4
+        assert (abs(pull - 1) < 1e-4) == fixed, pull                     # balanced: positives pull as hard in sum
+        assert (pull < 0.5) != fixed
+
+
 def test_dice_on_logits(fmnist):
     """Outputs that are 1 on the mask and negative on the background, summing to 0: the bug's loss goes below 0
     (no minimum at the target), the fix's stays in [0, 1]."""
