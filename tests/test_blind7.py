@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import recipe_kit as rk
-from recipe_kit import (bugs, bugs_blind, bugs_blind2, bugs_blind3, bugs_blind4, bugs_blind5, bugs_blind6, bugs_blind7,
+from recipe_kit import (bugs, bugs_blind, bugs_blind2, bugs_blind3, bugs_blind4, bugs_blind5, bugs_blind6,
                         bugs_heldout, correct_pipelines)
 from recipe_kit.audit import CHECKS as AUDIT_CHECKS
 from recipe_kit.preflight import CHECKS as PREFLIGHT_CHECKS
