@@ -56,6 +56,8 @@ PRIOR_INVERTED, PRIOR_AMPLIFIED = -0.5, 1.5
 # 0/1 targets shaped like the outputs: the share of outputs the loss pushes toward their target from 0.
 # BCE, focal, Dice, MultiLabelSoftMargin: 1.0; MultiLabelMarginLoss given multi-hot rows: see section 16.
 PUSHED_RIGHT = 0.9
+# Probability targets made in the step: rows may miss 1 (and values 0) by this much (a bfloat16 softmax: ~0.01).
+SOFT_TARGET_TOL = 0.05
 # An output class no target names, judged when the pool holds this many samples per output (a class at 2%
 # of the data is then missing by chance with p < 1e-8).
 ABSENT_MIN_SAMPLES = 100
@@ -218,6 +220,8 @@ def learning_rates(pipe, calls):
     pipe["cache"]["stale_schedulers"] = stale_schedulers(model, opt)
     pipe["cache"]["lr_on_metric"] = on_metric
     pipe["cache"]["lr_ahead"] = [] if on_metric or not lrs else lrs_ahead(opt, len(lrs))
+    pipe["cache"]["growing_decays"] = [(type(o).__name__, o.gamma) for o in gc.get_objects()
+                                       if type(o) in DECAYS and getattr(o, "optimizer", None) is opt and o.gamma > 1]
     return lrs, (set_lr if on_metric else base()), scheduled()
 
 
@@ -309,21 +313,33 @@ def check_lr_schedule(pipe, report):
                "batches per epoch); stage 5.", "train_step", lrs=lrs)
 
 
+DECAYS = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
+          torch.optim.lr_scheduler.ExponentialLR)      # schedulers that exist to multiply the lr by gamma < 1
+
+
 def runaway_lr(pipe, base, report):
-    """An error when the schedule raises the lr without bound (a warmup factor missing its cap)."""
-    ahead = pipe["cache"].pop("lr_ahead", [])
-    if len(ahead) < 10 or not base > 0:
-        return None
-    half = len(ahead) // 2
-    first, second = max(ahead[:half]), max(ahead[half:])
-    note(report, "lr_schedule", ahead_over_set=ahead[-1] / base, ahead_rising=second / max(first, 1e-300))
-    if ahead[-1] > LR_RUNAWAY * base and second > LR_STILL_RISING * first:
+    """An error when the schedule raises the lr without bound (a warmup factor missing its cap), or when a
+    decay scheduler is given a gamma above 1 (10 for "divide by 10"): it multiplies the lr instead."""
+    growing = pipe["cache"].pop("growing_decays", [])
+    ahead, runaway = pipe["cache"].pop("lr_ahead", []), False
+    if len(ahead) >= 10 and base > 0:
+        half = len(ahead) // 2
+        first, second = max(ahead[:half]), max(ahead[half:])
+        note(report, "lr_schedule", ahead_over_set=ahead[-1] / base, ahead_rising=second / max(first, 1e-300))
+        runaway = ahead[-1] > LR_RUNAWAY * base and second > LR_STILL_RISING * first
+    if runaway:
         report.add("lr_schedule", "error", f"the learning rate keeps rising: stepping the schedule on as far as "
                    f"{LR_HORIZON} calls of train_step would, it reaches {ahead[-1]:.3g}, {ahead[-1] / base:.0f}x the "
                    f"lr you set ({base:.3g}), and is still climbing ({second / first:.1f}x from the first half of "
                    "that run to the second): a warmup whose factor has no cap (min(1, step / warmup)), or a decay "
                    "factor above 1.", "Cap the warmup factor at 1 and check the schedule's formula; stage 5.",
                    "make_optimizer", lrs=ahead[::max(1, len(ahead) // 100)])
+    elif growing:
+        name, gamma = growing[0]
+        report.add("lr_schedule", "error", f"{name}(gamma={gamma:g}) multiplies the learning rate by {gamma:g} at "
+                   "each of its steps: a decay scheduler given the factor's inverse (gamma=10 for 'divide by 10'), "
+                   "so the lr grows where it should fall.", "Use gamma < 1 (0.1 divides the lr by 10); stage 5.",
+                   "make_optimizer")
     return None
 
 
@@ -478,6 +494,8 @@ def check_loss_classes(pipe, report):
             return None
         trained_prior(pipe, report)
         return regression_on_ids(pipe, report)
+    if soft_targets_in_step(pipe, report):
+        return None
     C = pipe["num_classes"]
     w = class_weights_seen(pipe)
     if w is None:
@@ -526,6 +544,29 @@ def check_loss_classes(pipe, report):
                    "range(C); stage 2.", "loss_fn", weights=w.tolist(), slope=slope, slope_sorted=best)
     else:
         trained_prior(pipe, report)                  # the weights are sound: and with the sampler?
+
+
+def soft_targets_in_step(pipe, report):
+    """True (and an error) when train_step hands CrossEntropyLoss float targets (B, C) that are not
+    probabilities: it reads float targets as class probabilities, so a teacher's raw logits (where
+    softmax(teacher / T) was meant) or rows that do not sum to 1 train toward nothing meaningful. Mixup,
+    cutmix and label smoothing make rows of probabilities and pass (a bfloat16 softmax's rounding too)."""
+    if pipe["loss_kind"]["name"] != "cross_entropy" or pipe["train_step"] is None:
+        return False
+    calls = fed_in_step(pipe, batches_from(pipe, 0, 1, min(pipe["batch_size"], 64)))
+    t = calls[0][1] if calls else None
+    if t is None or not t.is_floating_point() or t.ndim != 2 or t.shape[1] != pipe["num_classes"]:
+        return False
+    t, sums = t.float(), t.float().sum(1)
+    if t.min().item() >= -SOFT_TARGET_TOL and (sums - 1).abs().max().item() <= SOFT_TARGET_TOL:
+        return False
+    report.add("loss_classes", "error", f"train_step hands CrossEntropyLoss float targets {tuple(t.shape)} whose "
+               f"values range {t.min().item():.3g}..{t.max().item():.3g} and whose rows sum to "
+               f"{sums.min().item():.3g}..{sums.max().item():.3g}: it reads float targets as class probabilities "
+               "(>= 0, summing to 1). A teacher's raw logits where softmax(teacher_logits / T) was meant, or "
+               "multi-hot rows.", "Turn the targets into probabilities (F.softmax(teacher_logits / T, dim=1)); "
+               "for several labels per sample use BCEWithLogitsLoss; stage 2.", "train_step")
+    return True
 
 
 def absent_classes(pipe, report):
